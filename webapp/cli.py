@@ -28,7 +28,8 @@ BENCHMARKS = {
 }
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(selected_benchmark: str | None) -> argparse.ArgumentParser:
+    """Build the parser; a benchmark module (numpy, matplotlib) loads only when it is run."""
     parser = argparse.ArgumentParser(prog="sornmemory", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -39,6 +40,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks and experiments")
     benches = bench.add_subparsers(dest="bench", required=True)
     for name, module_name in BENCHMARKS.items():
+        if name != selected_benchmark:
+            benches.add_parser(name)
+            continue
         module = importlib.import_module(module_name)
         sub = benches.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         sub.add_argument("--json", action="store_true", help="print one JSON object")
@@ -48,7 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    selected = argv[1] if argv[:1] == ["bench"] and len(argv) > 1 else None
+    args = _build_parser(selected).parse_args(argv)
     if args.command == "serve":
         from webapp.web.server import serve
 
