@@ -1,0 +1,237 @@
+"""NIMClient against a real HTTP server speaking NIM's streaming protocol."""
+
+import threading
+
+import pytest
+
+from tests.llm.conftest import FAKE_KEY
+from webapp.chat.prompt import build_prompt
+from webapp.llm import LLMError, NIMClient, RetryPolicy
+
+
+def collect(client, prompt, cancel=None):
+    """The pieces streamed before the iterator ended, and the error it raised (or None)."""
+    pieces = []
+    try:
+        for piece in client.stream(prompt, cancel=cancel):
+            pieces.append(piece)
+    except LLMError as error:
+        return pieces, error
+    return pieces, None
+
+
+def test_streamed_pieces_assemble_the_reply(nim, client, prompt):
+    pieces, error = collect(client, prompt)
+    assert error is None
+    assert len(pieces) > 3
+    assert "".join(pieces) == nim.reply
+
+
+def test_request_is_an_openai_streaming_chat_completion_with_bearer_key(nim, client, prompt):
+    collect(client, prompt)
+    (body,) = nim.requests
+    assert body["model"] == "meta/llama-3.1-8b-instruct"
+    assert body["stream"] is True
+    assert body["messages"] == prompt.messages
+    assert nim.calls[0]["path"] == "/v1/chat/completions"
+    assert nim.calls[0]["headers"]["Authorization"] == f"Bearer {FAKE_KEY}"
+
+
+def test_without_a_key_no_authorization_header_is_sent(nim, prompt):
+    local = NIMClient(base_url=nim.base_url + "/", model="llama3")
+    assert "".join(local.stream(prompt)) == nim.reply
+    assert "Authorization" not in nim.calls[0]["headers"]
+    assert nim.calls[0]["path"] == "/v1/chat/completions"  # trailing slash tolerated
+
+
+def test_recalled_memories_reach_the_server_in_the_request(nim, client):
+    memories = [
+        {
+            "episode_id": 7,
+            "text": "I go hiking in the Alps every summer",
+            "score": 0.9,
+            "timestamp": "2026-07-14T09:00:00+00:00",
+        },
+    ]
+    prompt = build_prompt("Where should I go this summer?", memories, [])
+    collect(client, prompt)
+    system = nim.requests[0]["messages"][0]
+    assert system["role"] == "system"
+    assert "I go hiking in the Alps every summer" in system["content"]
+    assert "2026-07-14" in system["content"]
+
+
+def test_list_models_reads_the_models_endpoint(nim, client):
+    assert client.list_models() == nim.models
+    assert nim.calls[0]["method"] == "GET" and nim.calls[0]["path"] == "/v1/models"
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "words"),
+    [
+        ("401", "auth", "NVIDIA_API_KEY"),
+        ("404", "not_found", "meta/llama-3.1-8b-instruct"),
+        ("429", "rate_limited", "40 requests per minute"),
+        ("500", "server_error", "HTTP 500"),
+        ("garbage", "bad_stream", "cannot read"),
+        ("cut", "cut_off", "cut off"),
+    ],
+)
+def test_each_failure_has_its_code_and_a_clear_message(nim, client, prompt, mode, code, words):
+    nim.mode = mode
+    _, error = collect(client, prompt)
+    assert error is not None
+    assert error.code == code
+    assert words in error.message
+
+
+@pytest.mark.parametrize("style", ["nim", "openai"])
+def test_the_servers_explanation_is_quoted_from_either_error_body(nim, client, prompt, style):
+    nim.mode, nim.error_style = "404", style
+    _, error = collect(client, prompt)
+    assert "Function 'fake-model': Not found for account" in error.message
+
+
+def test_list_models_reports_a_bad_key_as_auth(nim, client):
+    nim.mode = "401"
+    with pytest.raises(LLMError) as raised:
+        client.list_models()
+    assert raised.value.code == "auth"
+
+
+@pytest.mark.parametrize("mode", ["429", "500"])
+def test_rate_limits_and_server_errors_are_retried_then_reported(nim, client, prompt, mode):
+    nim.mode = mode
+    _, error = collect(client, prompt)
+    assert error.code in ("rate_limited", "server_error")
+    assert len(nim.requests) == 1 + client.retry.max_retries
+
+
+def test_a_retry_that_succeeds_streams_the_reply(nim, client, prompt):
+    nim.mode, nim.fail_times = "500", 2
+    pieces, error = collect(client, prompt)
+    assert error is None
+    assert "".join(pieces) == nim.reply
+    assert len(nim.requests) == 3
+
+
+def test_retry_after_is_honoured(nim, client, prompt):
+    nim.mode, nim.fail_times, nim.retry_after = "429-retry-after", 1, "1"
+    pieces, error = collect(client, prompt)
+    assert error is None
+    first, second = nim.calls
+    assert second["time"] - first["time"] >= 0.95  # the backoff alone would be <= 0.05 s
+
+
+def test_auth_and_not_found_are_not_retried(nim, client, prompt):
+    nim.mode = "401"
+    collect(client, prompt)
+    assert len(nim.requests) == 1
+
+
+def test_a_stream_cut_after_tokens_keeps_them_and_is_not_retried(nim, client, prompt):
+    nim.mode = "cut"
+    pieces, error = collect(client, prompt)
+    assert error.code == "cut_off"
+    assert pieces and nim.reply.startswith("".join(pieces))
+    assert "".join(pieces) != nim.reply
+    assert len(nim.requests) == 1
+
+
+def test_a_silent_server_times_out(nim, client, prompt):
+    nim.mode = "hang"
+    client.read_timeout = 0.3
+    _, error = collect(client, prompt)
+    assert error.code == "timeout"
+    assert "0.3 s" in error.message
+
+
+def test_a_stream_that_stalls_midway_times_out_without_retry(nim, client, prompt):
+    nim.mode, nim.drip_interval = "drip", 1.0
+    client.read_timeout = 0.3
+    _, error = collect(client, prompt)
+    assert error.code == "timeout"
+    assert "in the middle of the reply" in error.message
+    assert len(nim.requests) == 1
+
+
+def test_an_endpoint_nobody_listens_on_is_unreachable(client, prompt, nim):
+    nim.close()
+    _, error = collect(client, prompt)
+    assert error.code == "unreachable"
+    assert client.base_url in error.message
+
+
+def test_a_base_url_without_scheme_is_reported_not_retried(prompt):
+    _, error = collect(NIMClient(base_url="localhost:11434/v1"), prompt)
+    assert error.code == "unreachable"
+    assert "not a valid http(s) URL" in error.message
+
+
+def test_concurrent_chats_share_one_client(nim, client, prompt):
+    nim.mode, nim.drip_interval = "drip", 0.01
+    replies = []
+    threads = [
+        threading.Thread(target=lambda: replies.append("".join(client.stream(prompt))))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert replies == [nim.reply] * 4
+
+
+@pytest.mark.timeout(10)
+def test_cancel_stops_a_dripping_stream(nim, client, prompt):
+    nim.mode, nim.drip_interval = "drip", 0.3
+    cancel = threading.Event()
+    pieces = []
+    for piece in client.stream(prompt, cancel=cancel):
+        pieces.append(piece)
+        cancel.set()
+    assert len(pieces) == 1
+
+
+@pytest.mark.timeout(10)
+def test_cancel_stops_a_hanging_request(nim, client, prompt):
+    nim.mode = "hang"
+    client.read_timeout = 60.0  # without cancel this test would run into its timeout
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    assert list(client.stream(prompt, cancel=cancel)) == []
+
+
+@pytest.mark.timeout(10)
+def test_cancel_interrupts_a_retry_wait(nim, client, prompt):
+    nim.mode, nim.retry_after = "429-retry-after", "60"
+    client.retry = RetryPolicy(max_retries=3, max_retry_after=60)
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    assert list(client.stream(prompt, cancel=cancel)) == []
+    assert len(nim.requests) == 1
+
+
+def test_the_api_key_never_leaks(nim, client, prompt, caplog):
+    caplog.set_level("DEBUG")
+    errors = []
+    for mode in ("401", "404", "429", "500", "garbage", "cut", "hang"):
+        nim.mode = mode
+        client.read_timeout = 0.3
+        errors.append(collect(client, prompt)[1])
+    nim.mode = "401"
+    with pytest.raises(LLMError) as raised:
+        client.list_models()
+    errors.append(raised.value)
+    texts = [caplog.text, repr(client), str(vars(client.retry))]
+    texts += [f"{e} {e!r} {e.to_dict()}" for e in errors]
+    assert all(error is not None for error in errors)
+    assert caplog.text  # retries were logged...
+    assert not [text for text in texts if FAKE_KEY in text]  # ...without the key
+
+
+def test_a_key_echoed_by_the_server_is_redacted(nim, client, prompt):
+    nim.mode, nim.error_detail = "401", f"key {FAKE_KEY} is revoked"
+    _, error = collect(client, prompt)
+    assert FAKE_KEY not in error.message
+    assert "key [redacted] is revoked" in error.message

@@ -1,0 +1,57 @@
+"""Decoding the server-sent event stream of an OpenAI-compatible chat completion."""
+
+import json
+
+import pytest
+
+from webapp.llm import LLMError
+from webapp.llm.sse import StreamDecoder
+
+
+def chunk(content=None, finish_reason=None):
+    delta = {} if content is None else {"content": content}
+    data = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+def decode(*parts):
+    decoder = StreamDecoder()
+    pieces = [piece for part in parts for piece in decoder.feed(part)]
+    return pieces, decoder.done
+
+
+def test_pieces_come_out_even_when_lines_are_split_across_reads():
+    stream = chunk("Hel") + chunk("lo") + b"data: [DONE]\n\n"
+    pieces, done = decode(*(stream[i : i + 7] for i in range(0, len(stream), 7)))
+    assert "".join(pieces) == "Hello" and done
+
+
+def test_keep_alives_comments_other_fields_usage_and_crlf_are_skipped():
+    usage = b'data: {"choices": [], "usage": {"total_tokens": 3}}\r\n\r\n'
+    stream = b": ping\n\nevent: message\nid: 1\n" + chunk("Hi") + usage + b"data: [DONE]\r\n"
+    assert decode(stream) == (["Hi"], True)
+
+
+def test_a_finish_reason_ends_the_stream_without_done():
+    assert decode(chunk("Bye"), chunk(finish_reason="stop")) == (["Bye"], True)
+
+
+def test_a_stream_without_done_or_finish_reason_is_not_done():
+    assert decode(chunk("Half")) == (["Half"], False)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"data: {oops\n", b"data: [1, 2]\n", b'data: {"choices": ["x"]}\n', b"<html>\n"],
+)
+def test_unreadable_lines_are_a_bad_stream(line):
+    with pytest.raises(LLMError) as raised:
+        decode(line)
+    assert raised.value.code == "bad_stream"
+
+
+def test_an_error_chunk_is_a_server_error_with_its_message():
+    with pytest.raises(LLMError) as raised:
+        decode(b'data: {"error": {"message": "model overloaded"}}\n')
+    assert raised.value.code == "server_error"
+    assert "model overloaded" in raised.value.message

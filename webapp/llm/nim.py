@@ -1,0 +1,286 @@
+"""Streaming client for NVIDIA NIM and any other OpenAI-compatible chat completions server.
+
+Built on `requests` (TLS checked against certifi's CA bundle, HTTP(S)_PROXY and
+REQUESTS_CA_BUNDLE from the environment, for self-hosters behind a proxy or with their
+own CA) with `stream=True`, reading the socket with `read1` so each event is handled as
+soon as it arrives, whether the server uses chunked encoding or not. Each request gets
+its own session (requests' sessions are not documented as thread safe, and concurrent
+chats share one client); a TLS handshake per reply is negligible next to the model.
+
+The request runs in a helper thread that pushes events into a queue; the caller's
+iterator waits on that queue in short slices and checks `cancel` in between. So a stop
+takes effect within ~50 ms even while the server hangs: the iterator ends at once and
+the socket is shut down, which ends the helper's blocked read. (A request still waiting
+for response headers cannot be interrupted that way; its helper thread ends at the read
+timeout, harmlessly, as nobody listens to it any more.)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+
+import requests
+import urllib3
+
+from webapp.llm.errors import LLMError, error_for_status
+from webapp.llm.prompt import Prompt
+from webapp.llm.retry import RetryPolicy
+from webapp.llm.sse import StreamDecoder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://integrate.api.nvidia.com/v1"
+DEFAULT_MODEL = "meta/llama-3.1-8b-instruct"
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_POLL_SECONDS = 0.05
+_READ_SIZE = 8192
+
+
+class NIMClient:
+    """Relays a Prompt to `{base_url}/chat/completions` and yields the reply as it streams.
+
+    Without an API key no Authorization header is sent (local Ollama, vLLM, llama.cpp,
+    LM Studio). The key lives only in the session's headers: never logged, never in an
+    error message, never in repr().
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str = DEFAULT_MODEL,
+        api_key: str | None = None,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retry = retry or RetryPolicy()
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._secret = api_key or ""
+
+    def __repr__(self) -> str:
+        key = "set" if self._secret else "none"
+        return f"NIMClient(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+    def list_models(self) -> list[str]:
+        """Model ids the server offers (GET {base_url}/models)."""
+        try:
+            response = self._request("GET", "/models", None, threading.Event())
+        except LLMError as error:
+            raise self._redacted(error) from None
+        with response:
+            try:
+                return [str(item["id"]) for item in response.json()["data"]]
+            except (ValueError, KeyError, TypeError):
+                raise LLMError(
+                    "bad_stream", "The LLM service sent an unreadable model list."
+                ) from None
+
+    def stream(self, prompt: Prompt, cancel: threading.Event | None = None) -> Iterator[str]:
+        """Yield the reply in pieces; raise LLMError on failure; stop quietly on cancel."""
+        cancel = cancel or threading.Event()
+        exchange = _Exchange()
+        body = {
+            "model": self.model,
+            "messages": prompt.messages,
+            "stream": True,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+        threading.Thread(
+            target=self._pump, args=(body, exchange), name="llm-stream", daemon=True
+        ).start()
+        try:
+            while not cancel.is_set():
+                try:
+                    kind, value = exchange.events.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                if kind == "piece":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            exchange.stop()
+
+    # -- helper thread -------------------------------------------------------------
+
+    def _pump(self, body: dict, exchange: _Exchange) -> None:
+        """Run the request; put ("piece", str)..., then ("end", None) or ("error", LLMError)."""
+        try:
+            response = self._request("POST", "/chat/completions", body, exchange.stopped)
+            if exchange.attach(response):
+                with response:
+                    self._read_stream(response, exchange)
+            exchange.events.put(("end", None))
+        except _Cancelled:
+            pass
+        except LLMError as error:
+            exchange.events.put(("error", self._redacted(error)))
+        except Exception:  # the caller must always hear back
+            log.exception("unexpected failure relaying to the LLM")
+            error = LLMError("bad_stream", "The LLM relay failed unexpectedly; see the server log.")
+            exchange.events.put(("error", error))
+
+    def _read_stream(self, response: requests.Response, exchange: _Exchange) -> None:
+        decoder = StreamDecoder()
+        try:
+            while not decoder.done:
+                data = response.raw.read1(_READ_SIZE)
+                if exchange.stopped.is_set():
+                    raise _Cancelled
+                if not data:
+                    raise LLMError(
+                        "cut_off",
+                        "The reply was cut off: the LLM service closed the connection before "
+                        "finishing. What arrived is kept; try again or regenerate.",
+                    )
+                for piece in decoder.feed(data):
+                    exchange.events.put(("piece", piece))
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            if exchange.stopped.is_set():
+                raise _Cancelled from None
+            if isinstance(error, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+                raise LLMError(
+                    "timeout",
+                    f"The LLM service stopped sending for {self.read_timeout:g} s in the middle "
+                    "of the reply. What arrived is kept; try again.",
+                ) from None
+            raise LLMError(
+                "cut_off",
+                "The reply was cut off: the connection to the LLM service broke mid-reply. "
+                "What arrived is kept; try again or regenerate.",
+            ) from None
+
+    def _request(
+        self, method: str, path: str, body: dict | None, stop: threading.Event
+    ) -> requests.Response:
+        """Send, retrying 429/5xx/connection failures; return a 2xx streaming response."""
+        url = self.base_url + path
+        attempts = self.retry.max_retries + 1
+        for attempt in range(attempts):
+            retry_after = None
+            try:
+                response = requests.request(
+                    method,
+                    url,
+                    json=body,
+                    headers=self._headers(streaming=body is not None),
+                    stream=True,
+                    timeout=(self.connect_timeout, self.read_timeout),
+                )
+            except (
+                requests.exceptions.InvalidURL,
+                requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema,
+            ):
+                raise LLMError(
+                    "unreachable",
+                    f"NIM_BASE_URL {self.base_url!r} is not a valid http(s) URL "
+                    "(expected e.g. https://integrate.api.nvidia.com/v1).",
+                ) from None
+            except requests.exceptions.SSLError:
+                raise self._unreachable("its TLS certificate could not be verified") from None
+            except requests.exceptions.ConnectTimeout:
+                failure = self._unreachable(f"no answer within {self.connect_timeout:g} s")
+            except requests.exceptions.ReadTimeout:
+                raise self._waited_too_long() from None
+            except requests.exceptions.ConnectionError:
+                failure = self._unreachable("the connection was refused or dropped")
+            else:
+                if response.ok:
+                    return response
+                with response:
+                    failure = error_for_status(
+                        response.status_code, response.content, model=self.model
+                    )
+                if response.status_code not in _RETRYABLE_STATUS:
+                    raise failure
+                retry_after = response.headers.get("Retry-After")
+            if stop.is_set():
+                raise _Cancelled
+            if attempt + 1 == attempts:
+                raise failure
+            wait = self.retry.delay(attempt, retry_after)
+            log.warning(
+                "LLM request failed (%s); retry %d of %d in %.2f s",
+                failure.code,
+                attempt + 1,
+                self.retry.max_retries,
+                wait,
+            )
+            if stop.wait(wait):
+                raise _Cancelled
+        raise AssertionError("the loop above returns or raises")
+
+    def _headers(self, *, streaming: bool) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream" if streaming else "application/json"}
+        if self._secret:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        return headers
+
+    def _unreachable(self, why: str) -> LLMError:
+        return LLMError(
+            "unreachable",
+            f"Cannot reach the LLM service at {self.base_url} ({why}). "
+            "Check NIM_BASE_URL and the network.",
+        )
+
+    def _waited_too_long(self) -> LLMError:
+        return LLMError(
+            "timeout",
+            f"The LLM service did not start answering within {self.read_timeout:g} s; "
+            "try again later.",
+        )
+
+    def _redacted(self, error: LLMError) -> LLMError:
+        """The same error with the API key blanked out, should a server ever echo it."""
+        if self._secret and self._secret in error.message:
+            return LLMError(error.code, error.message.replace(self._secret, "[redacted]"))
+        return error
+
+
+class _Cancelled(Exception):
+    """The caller went away; the helper thread ends without reporting."""
+
+
+class _Exchange:
+    """One streaming request, shared by the caller's iterator and the helper thread."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.stopped = threading.Event()
+        self._response: requests.Response | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, response: requests.Response) -> bool:
+        """Remember the open response so stop() can interrupt it; False if already stopped."""
+        with self._lock:
+            if self.stopped.is_set():
+                response.close()
+                return False
+            self._response = response
+            return True
+
+    def stop(self) -> None:
+        """Stop retrying and shut the socket down, so a read blocked on it returns at once."""
+        with self._lock:
+            self.stopped.set()
+            response, self._response = self._response, None
+        if response is not None:
+            try:
+                response.raw.shutdown()
+            except (ValueError, RuntimeError, OSError):
+                response.close()

@@ -1,0 +1,83 @@
+"""Decode an OpenAI-style chat completion stream (server-sent events) into text pieces.
+
+Lines are `data: {json}` (one chunk each), `data: [DONE]` at the end, blank lines between
+events, `:` comment lines as keep-alives, and possibly `event:`/`id:`/`retry:` fields,
+which carry nothing we need. Chunks put the text in choices[0].delta.content; a last
+chunk may hold only `usage` (no choices). A chunk with an `error` object is the server
+failing mid-stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from webapp.llm.errors import LLMError
+
+_IGNORED_FIELDS = (b"event", b"id", b"retry")
+
+
+class StreamDecoder:
+    """Feed raw bytes in arrival order; get the text pieces they complete.
+
+    `done` turns true at `[DONE]`, or at a chunk with a finish_reason (some servers close
+    the connection without sending `[DONE]`); a stream that ends before either was cut off.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> Iterator[str]:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            yield from self._line(line.rstrip(b"\r"))
+
+    def _line(self, line: bytes) -> Iterator[str]:
+        if not line or line.startswith(b":") or self.done:
+            return
+        name, _, value = line.partition(b":")
+        if name in _IGNORED_FIELDS:
+            return
+        if name != b"data":
+            raise LLMError("bad_stream", _garbled(f"unexpected line {line[:80]!r}"))
+        payload = value.strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        piece = self._chunk(payload)
+        if piece:
+            yield piece
+
+    def _chunk(self, payload: bytes) -> str:
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise LLMError("bad_stream", _garbled("a chunk is not valid JSON")) from None
+        if not isinstance(chunk, dict):
+            raise LLMError("bad_stream", _garbled("a chunk is not a JSON object"))
+        if "error" in chunk:
+            error = chunk["error"]
+            detail = error.get("message") if isinstance(error, dict) else error
+            raise LLMError("server_error", f"The LLM service failed mid-reply: {detail}")
+        choices = chunk.get("choices")
+        if not choices:  # e.g. the final usage-only chunk
+            return ""
+        try:
+            choice = choices[0]
+            content = (choice.get("delta") or {}).get("content") or ""
+        except (AttributeError, IndexError, TypeError):
+            raise LLMError("bad_stream", _garbled("a chunk has no choices[0].delta")) from None
+        if not isinstance(content, str):
+            raise LLMError("bad_stream", _garbled("delta.content is not text"))
+        if choice.get("finish_reason"):
+            self.done = True
+        return content
+
+
+def _garbled(what: str) -> str:
+    return (
+        f"The LLM service sent a reply this app cannot read ({what}). Is NIM_BASE_URL an "
+        "OpenAI-compatible /v1 endpoint?"
+    )
