@@ -1,0 +1,379 @@
+// The chat: conversation list, messages, streamed replies, stop, regenerate and retry.
+import { request, listIn } from "./api.js";
+import { $, h, when } from "./dom.js";
+import { renderMarkdown } from "./markdown.js";
+import { recallPanel } from "./memory.js";
+
+const ACK_TIMEOUT_MS = 20000;
+const RESYNC_DELAY_MS = 1500;
+
+/** One assistant reply on screen, bound to its message id once the server gives it. */
+class Reply {
+  constructor(chat, message = {}) {
+    this.chat = chat;
+    this.id = message.id ?? null;
+    this.text = message.text ?? "";
+    this.content = h("div", { class: "content markdown" });
+    this.status = h("div", { class: "status" });
+    this.actions = h("div", { class: "actions" });
+    this.memory = h("aside", { class: "memory-panel", "aria-label": "Memory for this reply" });
+    this.el = h("article", { class: "message assistant", "aria-label": "Assistant" },
+      h("div", { class: "bubble" }, this.content, this.status, this.actions), this.memory);
+    this.renderRequested = false;
+    this.render();
+    if (Array.isArray(message.meta?.recalled)) this.showRecall(message.meta);
+    if (message.status === "streaming") this.setBusy("Still writing…");
+    if (message.status === "stopped") this.note("Stopped.");
+    if (message.status === "error") {
+      this.fail(message.meta?.error ?? { message: "This reply failed." });
+    }
+  }
+
+  bind(id) {
+    this.id = id;
+    this.el.dataset.messageId = id;
+  }
+
+  render() {
+    this.renderRequested = false;
+    renderMarkdown(this.content, this.text);
+    this.chat.stickToBottom();
+  }
+
+  /** Re-render at most once per animation frame while tokens stream in. */
+  scheduleRender() {
+    if (this.renderRequested) return;
+    this.renderRequested = true;
+    requestAnimationFrame(() => this.render());
+  }
+
+  /** Show the typing indicator; aria-busy lets screen readers read the reply once, whole. */
+  setBusy(label) {
+    if (this.el.classList.contains("busy") && this.status.title === label) return;
+    this.el.classList.add("busy");
+    this.el.setAttribute("aria-busy", "true");
+    this.status.replaceChildren(
+      h("span", { class: "typing", "aria-hidden": "true" }, h("i"), h("i"), h("i")),
+      h("span", { class: "visually-hidden" }, label));
+    this.status.title = label;
+  }
+
+  note(text, ...extra) {
+    this.el.classList.remove("busy");
+    this.el.removeAttribute("aria-busy");
+    this.status.title = "";
+    this.status.replaceChildren(...(text ? [h("span", { class: "note" }, text)] : []), ...extra);
+  }
+
+  /** `found`: the `memory` event, or the reply's meta after a reload. */
+  showRecall(found) {
+    this.memory.replaceChildren(recallPanel(found.recalled ?? [], found.query_tokens,
+      found.error ?? found.recall_error));
+  }
+
+  append(delta) {
+    this.text += delta;
+    this.scheduleRender();
+  }
+
+  finish(text, stopped) {
+    if (typeof text === "string") this.text = text;
+    this.render();
+    this.note(stopped ? "Stopped." : "");
+    this.el.classList.remove("error");
+  }
+
+  fail(error, retry = () => this.chat.regenerate(this)) {
+    this.el.classList.add("error");
+    const retryButton = h("button", { type: "button", class: "small", onclick: retry }, "Retry");
+    const message = error.message ?? "Something went wrong.";
+    this.note("", h("span", { class: "error", role: "alert" }, message), " ", retryButton);
+  }
+}
+
+export class Chat {
+  constructor(root, { socket, onActivity, onConversationChange }) {
+    this.socket = socket;
+    this.onActivity = onActivity;
+    this.onConversationChange = onConversationChange;
+    this.list = $("#conversation-list", root);
+    this.messages = $("#messages", root);
+    this.title = $("#chat-title", root);
+    this.form = $("#composer", root);
+    this.input = $("#composer-input", root);
+    this.sendButton = $("#send", root);
+    this.stopButton = $("#stop", root);
+    this.conversationId = null;
+    this.replies = new Map(); // message id -> Reply in the open conversation
+    this.early = new Map(); // message id -> events that arrived before the id was bound
+    this.active = null; // the Reply being generated
+
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.sendFromComposer();
+    });
+    this.input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.sendFromComposer();
+      }
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.active) this.stop();
+    });
+    this.stopButton.addEventListener("click", () => this.stop());
+    $("#new-conversation", root).addEventListener("click", () => this.newConversation());
+
+    socket.on("memory", (p) => this.dispatch(p, (r) => {
+      r.showRecall(p);
+      if (!r.text) r.setBusy("Thinking…");
+      this.setActivity(r, "thinking");
+    }));
+    socket.on("token", (p) => this.dispatch(p, (r) => {
+      r.append(p.delta ?? "");
+      r.setBusy("Writing…");
+      this.setActivity(r, "streaming");
+    }));
+    socket.on("done", (p) => this.dispatch(p, (r) => {
+      r.finish(p.text, p.status === "stopped" || r.stopping);
+      this.settle(r);
+      this.loadConversations();
+    }));
+    socket.on("error", (p) => {
+      const fail = (r) => {
+        r.fail(p);
+        this.settle(r);
+      };
+      if (p?.message_id) this.dispatch(p, fail);
+      else if (this.active) fail(this.active);
+    });
+  }
+
+  /** Run handle(reply) for the event's message, or keep it until that id is bound (events
+   * can overtake the ack that tells us the id). */
+  dispatch(payload, handle) {
+    const id = payload?.message_id;
+    const reply = this.replies.get(id);
+    if (reply) return handle(reply);
+    if (!id) return;
+    if (this.early.size > 20) this.early.delete(this.early.keys().next().value);
+    this.early.set(id, [...(this.early.get(id) ?? []), handle]);
+  }
+
+  bindReply(reply, id) {
+    reply.bind(id);
+    this.replies.set(id, reply);
+    for (const handle of this.early.get(id) ?? []) handle(reply);
+    this.early.delete(id);
+  }
+
+  setActivity(reply, state) {
+    if (reply === this.active) this.onActivity(state);
+  }
+
+  /** A reply is over (done, stopped or failed): free the composer. */
+  settle(reply) {
+    if (reply !== this.active) return;
+    this.active = null;
+    this.onActivity(null);
+    this.stopButton.hidden = true;
+    this.sendButton.hidden = false;
+    this.updateRegenerate();
+  }
+
+  startActive(reply) {
+    this.active = reply;
+    reply.setBusy("Recalling memories…");
+    this.onActivity("recalling");
+    this.stopButton.hidden = false;
+    this.sendButton.hidden = true;
+    this.updateRegenerate();
+  }
+
+  stickToBottom() {
+    const box = this.messages;
+    if (box.scrollHeight - box.scrollTop - box.clientHeight < 120 || this.active) {
+      box.scrollTop = box.scrollHeight;
+    }
+  }
+
+  setConnected(connected) {
+    this.sendButton.disabled = !connected;
+    this.sendButton.title = connected
+      ? "" : "Not connected: your text is kept until the connection is back";
+  }
+
+  sendFromComposer() {
+    const text = this.input.value.trim();
+    if (!text || this.active || this.sendButton.disabled) return;
+    this.input.value = "";
+    this.send(text);
+  }
+
+  send(text) {
+    this.messages.querySelector(".empty")?.remove();
+    const userEl = this.userMessage({ text });
+    const reply = new Reply(this);
+    this.messages.append(userEl, reply.el);
+    this.startActive(reply);
+    const payload = { conversation_id: this.conversationId, text };
+    this.emitWithAck("chat", payload, reply, () => {
+      userEl.remove();
+      reply.el.remove();
+      this.send(text);
+    });
+  }
+
+  /** Emit a chat/regenerate event and bind `reply` to the id in the ack; on failure offer retry. */
+  emitWithAck(event, payload, reply, retry) {
+    this.socket.timeout(ACK_TIMEOUT_MS).emit(event, payload, (timeout, ack) => {
+      if (timeout || !ack?.ok) {
+        const error = timeout
+          ? { message: "The server did not answer in time. Your message is kept: retry." }
+          : ack?.error ?? { message: "The server refused the message." };
+        reply.fail(error, () => {
+          this.settle(reply);
+          retry();
+        });
+        this.settle(reply);
+        return;
+      }
+      const isNew = ack.conversation_id && ack.conversation_id !== this.conversationId;
+      this.conversationId = ack.conversation_id ?? this.conversationId;
+      this.bindReply(reply, ack.message_id);
+      if (isNew) this.loadConversations();
+    });
+  }
+
+  stop() {
+    if (!this.active?.id) return;
+    this.active.stopping = true;
+    this.socket.emit("stop", { message_id: this.active.id });
+    this.active.setBusy("Stopping…");
+  }
+
+  regenerate(reply) {
+    if (this.active || !reply.id) return;
+    const oldId = reply.id;
+    this.replies.delete(oldId);
+    reply.text = "";
+    reply.stopping = false;
+    reply.el.classList.remove("error");
+    reply.memory.replaceChildren();
+    reply.render();
+    this.startActive(reply);
+    this.emitWithAck("regenerate", { message_id: oldId }, reply, () => {
+      this.bindReply(reply, oldId);
+      this.regenerate(reply);
+    });
+  }
+
+  /** Only the last reply offers "Regenerate", and not while one is being written. */
+  updateRegenerate() {
+    for (const reply of this.replies.values()) reply.actions.replaceChildren();
+    const last = [...this.messages.querySelectorAll(".message.assistant")].at(-1);
+    const reply = last && [...this.replies.values()].find((r) => r.el === last);
+    if (!reply || this.active || reply.el.classList.contains("error")) return;
+    reply.actions.append(h("button", {
+      type: "button", class: "small", title: "Write a new reply to the same message",
+      onclick: () => this.regenerate(reply),
+    }, "↻ Regenerate"));
+  }
+
+  userMessage(message) {
+    return h("article", { class: "message user", "aria-label": "You" },
+      h("div", { class: "bubble" }, h("p", { class: "text" }, message.text ?? ""),
+        message.created_at ? h("time", {}, when(message.created_at)) : null));
+  }
+
+  async loadConversations() {
+    try {
+      const data = await request("GET", "/api/conversations");
+      this.renderConversations(listIn(data, "conversations"));
+    } catch (error) {
+      this.list.replaceChildren(h("li", { class: "error", role: "alert" }, error.message));
+    }
+  }
+
+  /** The server lists conversations most recently updated first. */
+  renderConversations(conversations) {
+    this.list.replaceChildren(...conversations.map((c) => h("li", {},
+      h("button", {
+        type: "button", class: "conversation",
+        "aria-current": c.id === this.conversationId ? "true" : false,
+        onclick: () => this.openConversation(c.id),
+      }, h("span", { class: "conversation-title" }, c.title || "Untitled"),
+      h("time", {}, when(c.updated_at ?? c.created_at))))));
+    if (!conversations.length) {
+      this.list.append(h("li", { class: "hint" }, "No conversations yet."));
+    }
+    const current = conversations.find((c) => c.id === this.conversationId);
+    this.title.textContent = current?.title || "New conversation";
+  }
+
+  newConversation() {
+    if (this.active) return;
+    this.conversationId = null;
+    this.replies.clear();
+    this.messages.replaceChildren(this.emptyHint());
+    this.title.textContent = "New conversation";
+    this.list.querySelectorAll("[aria-current]").forEach((b) => b.removeAttribute("aria-current"));
+    this.onConversationChange?.();
+    this.input.focus();
+  }
+
+  emptyHint() {
+    return h("p", { class: "hint empty" },
+      "Say something about yourself: it is stored in your memory, and recalled when it matters.");
+  }
+
+  async openConversation(id, { keepFocus = false } = {}) {
+    if (this.active) return; // one reply at a time: finish or stop it first
+    this.conversationId = id;
+    try {
+      const data = await request("GET", `/api/conversations/${encodeURIComponent(id)}/messages`);
+      this.renderMessages(listIn(data, "messages"));
+    } catch (error) {
+      this.messages.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
+    }
+    this.list.querySelectorAll(".conversation").forEach((b) => b.removeAttribute("aria-current"));
+    await this.loadConversations();
+    this.onConversationChange?.();
+    if (!keepFocus) this.input.focus();
+  }
+
+  renderMessages(messages) {
+    this.replies.clear();
+    this.messages.replaceChildren();
+    let streaming = false;
+    for (const message of messages) {
+      if (message.role === "user") {
+        this.messages.append(this.userMessage(message));
+        continue;
+      }
+      const reply = new Reply(this, message);
+      if (message.id) this.replies.set(message.id, reply);
+      this.messages.append(reply.el);
+      streaming ||= message.status === "streaming";
+    }
+    if (!messages.length) this.messages.append(this.emptyHint());
+    this.updateRegenerate();
+    this.messages.scrollTop = this.messages.scrollHeight;
+    // A reply still being written elsewhere (or missed while offline): look again shortly.
+    if (streaming && !this.active) setTimeout(() => this.resync(), RESYNC_DELAY_MS);
+  }
+
+  /** The connection came back: what streamed meanwhile was missed, so reload from the server. */
+  reconnected() {
+    if (this.active && !this.active.id) return; // the chat ack's timeout decides that one
+    if (this.active) this.settle(this.active);
+    this.resync();
+  }
+
+  /** Reload the open conversation (or just the list) from the server. */
+  resync() {
+    if (this.active) return;
+    if (this.conversationId) this.openConversation(this.conversationId, { keepFocus: true });
+    else this.loadConversations();
+  }
+}
