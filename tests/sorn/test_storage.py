@@ -1,0 +1,131 @@
+"""Saving and loading: exact continuation, compact files, and clear errors for bad files."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from webapp.sorn import SORN, NetworkFileError, SORNConfig, load_network
+
+
+@pytest.fixture
+def trained(tmp_path):
+    net = SORN(SORNConfig(), seed=9)
+    net.run([[k % 300, (k * 13) % 300] for k in range(700)], record=False)
+    path = tmp_path / "net.npz"
+    net.save(path)
+    return net, path
+
+
+def test_a_loaded_network_continues_exactly_like_the_saved_one(trained):
+    net, path = trained
+    loaded = load_network(path)
+    assert loaded.t == net.t and loaded.seed == net.seed and loaded.config == net.config
+    inputs = [None if k % 2 else [k % 300] for k in range(900)]  # crosses block boundaries
+    assert np.array_equal(loaded.run(inputs), net.run(inputs))
+    assert np.array_equal(loaded.w_ee, net.w_ee)
+    assert np.array_equal(loaded.w_ei, net.w_ei)
+    assert np.array_equal(loaded.thresholds_e, net.thresholds_e)
+    assert loaded.stats() == net.stats()
+
+
+def test_the_frozen_flag_survives_saving(tmp_path):
+    net = SORN(SORNConfig(n_e=40, n_i=10), seed=1)
+    net.plastic = False
+    net.save(tmp_path / "frozen.npz")
+    assert load_network(tmp_path / "frozen.npz").plastic is False
+
+
+def test_the_default_network_file_is_compact_and_written_without_leftovers(trained, tmp_path):
+    _, path = trained
+    assert path.stat().st_size <= 1_000_000
+    assert [p.name for p in tmp_path.iterdir()] == ["net.npz"]
+
+
+def test_saving_over_an_existing_file_replaces_it(trained):
+    net, path = trained
+    net.run(10, record=False)
+    net.save(path)
+    assert load_network(path).t == net.t
+
+
+def rewrite(path, change):
+    """Save a copy of the archive at `path` with `change(arrays)` applied."""
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    change(arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def _wrong_version(arrays):
+    arrays["version"] = np.array(99, dtype=np.int64)
+
+
+def _missing_key(arrays):
+    del arrays["thresholds_e"]
+
+
+def _wrong_shape(arrays):
+    arrays["x"] = np.zeros(7, dtype=bool)
+
+
+def _wrong_dtype(arrays):
+    arrays["thresholds_e"] = arrays["thresholds_e"].astype(np.int64)
+
+
+def _index_out_of_range(arrays):
+    arrays["ee_pre"] = arrays["ee_pre"].copy()
+    arrays["ee_pre"][0] = 5000
+
+
+def _not_finite(arrays):
+    arrays["ee_w"] = arrays["ee_w"].copy()
+    arrays["ee_w"][0] = np.nan
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_wrong_version, _missing_key, _wrong_shape, _wrong_dtype, _index_out_of_range, _not_finite],
+)
+def test_inconsistent_files_are_refused_with_the_file_name(trained, damage):
+    _, path = trained
+    rewrite(path, damage)
+    with pytest.raises(NetworkFileError, match="net.npz"):
+        load_network(path)
+
+
+def test_truncated_files_are_refused_with_the_file_name(trained):
+    _, path = trained
+    data = path.read_bytes()
+    for length in (0, 10, len(data) // 2, len(data) - 30):
+        path.write_bytes(data[:length])
+        with pytest.raises(NetworkFileError, match="net.npz"):
+            load_network(path)
+
+
+def test_random_bytes_and_flipped_bytes_are_refused(trained):
+    _, path = trained
+    data = bytearray(path.read_bytes())
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(NetworkFileError, match="net.npz"):
+        load_network(path)
+    data[len(data) // 3] ^= 0xFF  # inside compressed data: caught by the zip CRC or inflate
+    path.write_bytes(bytes(data))
+    with pytest.raises(NetworkFileError, match="net.npz"):
+        load_network(path)
+
+
+def test_a_zip_that_is_not_a_network_is_refused(tmp_path):
+    path = tmp_path / "other.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("hello.txt", "not a network")
+    with pytest.raises(NetworkFileError, match="other.npz"):
+        load_network(path)
+
+
+def test_a_missing_file_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_network(tmp_path / "absent.npz")

@@ -1,0 +1,479 @@
+"""The SORN: binary threshold units, discrete time, five plasticity rules.
+
+    x(t+1) = Θ( W_EE x(t) − W_EI y(t) + u(t) − T_E + ξ(t) )
+    y(t+1) = Θ( W_IE x(t) − T_I )
+
+Layout, chosen for an event-driven step and simple enough for a later compiled kernel:
+E->E and E->I weights share one dense float64 [pre, post] array (columns: E posts, then
+I posts) with a boolean mask of the synapses that exist, so the input that the E units
+firing at t send to every unit is one gather of their rows and one sum. I->E synapses
+never move, so each I unit keeps a fixed padded row of (post, weight) slots.
+Normalization of incoming weights is lazy: the effective weight is
+`raw[pre, post] * scale[post]`, so renormalizing a unit is one division of its scale
+rather than a pass over its column. Every RENORMALIZE_EVERY steps the scales are folded
+back and every column renormalized exactly, so rounding cannot pile up.
+docs/MODEL.md has the model, the defaults and their sources.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from webapp.sorn.config import SORNConfig
+from webapp.sorn.randomness import BLOCK_STEPS, BlockDraws, block_draws, check_seed, init_generator
+
+RATE_WINDOW = 1000  # steps over which stats() reports the recent firing rates
+RENORMALIZE_EVERY = 1024  # steps between exact renormalizations (lazy scales folded back)
+HISTOGRAM_EDGES = np.logspace(-4, 0, 17)  # E->E weight histogram: 1e-4 .. 1, 4 bins a decade
+_EMPTY_SUM = 1e-12  # a unit whose incoming weights sum to less has no input to normalize
+
+Units = np.ndarray | Sequence[int] | None
+
+
+@dataclass
+class NetworkArrays:
+    """The complete state of a network in plain arrays: what save/load exchange.
+
+    Matrices are [pre, post]; weights are raw (effective = raw * scale of the post unit).
+    """
+
+    config: SORNConfig
+    seed: int
+    step: int
+    plastic: bool
+    ee_exists: np.ndarray  # bool (n_e, n_e)
+    ee_weights: np.ndarray  # float64 (n_e, n_e)
+    ei_exists: np.ndarray  # bool (n_i, n_e): I -> E
+    ei_weights: np.ndarray
+    ie_exists: np.ndarray  # bool (n_e, n_i): E -> I
+    ie_weights: np.ndarray
+    thresholds_e: np.ndarray
+    thresholds_i: np.ndarray
+    x: np.ndarray  # bool (n_e,)
+    y: np.ndarray  # bool (n_i,)
+    scale_ee: np.ndarray  # (n_e,) lazy normalization of E->E inputs
+    scale_ei: np.ndarray  # (n_e,) lazy normalization of I->E inputs
+    sum_ee: np.ndarray  # (n_e,) effective input sums (1, or 0 for a unit with no input)
+    sum_ei: np.ndarray
+    rate_counts: np.ndarray  # int64 (RATE_WINDOW, 2): E and I spikes of recent steps
+
+
+def random_inputs(
+    rng: np.random.Generator, n_pre: int, n_post: int, inputs: int, avoid_self: bool
+) -> np.ndarray:
+    """Boolean [pre, post] mask in which every post unit has exactly `inputs` pre units."""
+    keys = rng.random((n_post, n_pre))
+    if avoid_self:
+        np.fill_diagonal(keys, np.inf)
+    mask = np.zeros((n_post, n_pre), dtype=bool)
+    if inputs > 0:
+        chosen = np.argpartition(keys, inputs - 1, axis=1)[:, :inputs]
+        np.put_along_axis(mask, chosen, True, axis=1)
+    return np.ascontiguousarray(mask.T)
+
+
+def normalized_weights(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """Uniform random weights on the synapses, each post unit's inputs summing to 1."""
+    weights = rng.random(mask.shape) * mask
+    sums = weights.sum(axis=0)
+    np.divide(weights, sums, out=weights, where=sums > 0)
+    return weights
+
+
+def padded_rows(exists: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pre unit, the posts it reaches and the weights, padded with post n_post, 0."""
+    n_pre, n_post = exists.shape
+    width = max(int(exists.sum(axis=1).max(initial=0)), 1)
+    order = np.argsort(~exists, axis=1, kind="stable")[:, :width]
+    used = np.take_along_axis(exists, order, axis=1)
+    posts = np.where(used, order, n_post).astype(np.intp)
+    return posts, np.where(used, np.take_along_axis(weights, order, axis=1), 0.0)
+
+
+class SORN:
+    """One network with explicit state; `run` advances it, `plastic` freezes learning.
+
+    Not thread-safe: one owner (thread or worker process) per network."""
+
+    def __init__(self, config: SORNConfig | None = None, seed: int = 0) -> None:
+        cfg = config if config is not None else SORNConfig()
+        seed = check_seed(seed)
+        rng = init_generator(seed)
+        n_e, n_i = cfg.n_e, cfg.n_i
+        ee = random_inputs(rng, n_e, n_e, cfg.ee_inputs, avoid_self=True)
+        ei = random_inputs(rng, n_i, n_e, round(cfg.ei_connectivity * n_i), avoid_self=False)
+        ie = random_inputs(rng, n_e, n_i, round(cfg.ie_connectivity * n_e), avoid_self=False)
+        ee_weights, ei_weights, ie_weights = (normalized_weights(rng, m) for m in (ee, ei, ie))
+        self._load(NetworkArrays(
+            config=cfg, seed=seed, step=0, plastic=True,
+            ee_exists=ee, ee_weights=ee_weights,
+            ei_exists=ei, ei_weights=ei_weights,
+            ie_exists=ie, ie_weights=ie_weights,
+            thresholds_e=rng.uniform(0.0, cfg.te_max, n_e),
+            thresholds_i=rng.uniform(0.0, cfg.ti_max, n_i),
+            x=rng.random(n_e) < cfg.h_ip,
+            y=np.zeros(n_i, dtype=bool),
+            scale_ee=np.ones(n_e), scale_ei=np.ones(n_e),
+            sum_ee=(ee_weights.sum(axis=0) > 0).astype(float),
+            sum_ei=(ei_weights.sum(axis=0) > 0).astype(float),
+            rate_counts=np.zeros((RATE_WINDOW, 2), dtype=np.int64),
+        ))
+
+    @classmethod
+    def from_arrays(cls, arrays: NetworkArrays) -> SORN:
+        """A network continuing exactly from `arrays` (see `to_arrays`)."""
+        net = cls.__new__(cls)
+        net._load(arrays)
+        return net
+
+    def _load(self, a: NetworkArrays) -> None:
+        cfg = a.config
+        n_t = cfg.n_e + cfg.n_i
+        self.config = cfg
+        self.seed = a.seed
+        self.t = a.step  # steps simulated so far; the next step computes state t+1
+        self.plastic = a.plastic
+        # From every E unit: columns [0, n_e) go to E units, [n_e, n_t) to I units.
+        self._w_out = np.hstack([a.ee_weights, a.ie_weights]).astype(np.float64)
+        self._gate_out = np.hstack([a.ee_exists, a.ie_exists]).astype(bool)
+        # I->E synapses never change place, so each I unit keeps a fixed row of (post, weight)
+        # slots; unused slots point at a dummy post n_e whose scale is inf.
+        self._ei_post, self._ei_w = padded_rows(a.ei_exists, a.ei_weights)
+        self._x_ext = np.zeros(cfg.n_e + 1)
+        # Lazy normalization scales of every input population, in one array so a single
+        # pass renormalizes all of them: [E->E (n_e) | E->I (n_i, fixed at 1) | I->E (n_e) |
+        # dummy I->E slot (inf)]; and the effective input sums (1, or 0 without input).
+        self._scales = np.concatenate([a.scale_ee, np.ones(cfg.n_i), a.scale_ei, [np.inf]])
+        self._scale = self._scales[:n_t]  # views
+        self._scale_ei_ext = self._scales[n_t:]
+        self._scale_ei = self._scales[n_t : n_t + cfg.n_e]
+        self._sums = np.concatenate([a.sum_ee, np.ones(cfg.n_i), a.sum_ei]).astype(np.float64)
+        self._sum_ee = self._sums[: cfg.n_e]
+        self._sum_ei = self._sums[n_t:]
+        self._thresholds = np.concatenate([a.thresholds_e, a.thresholds_i]).astype(np.float64)
+        self._thresholds_e = self._thresholds[: cfg.n_e]  # a view, adapted by IP
+        self._state = np.concatenate([a.x, a.y]).astype(bool)
+        self._fired = self._state.nonzero()[0]
+        self._split = int(np.count_nonzero(a.x))  # fired[:split] are E units
+        self._counts = a.rate_counts.astype(np.int64)
+        self._draws: BlockDraws | None = None
+        self._ones = np.ones(n_t)
+        self._n_total = n_t
+
+    def to_arrays(self) -> NetworkArrays:
+        """A copy of the complete state (what `save` writes)."""
+        cfg = self.config
+        n_e = cfg.n_e
+        return NetworkArrays(
+            config=cfg, seed=self.seed, step=self.t, plastic=self.plastic,
+            ee_exists=self._gate_out[:, :n_e].copy(), ee_weights=self._w_out[:, :n_e].copy(),
+            ei_exists=self._dense_ei(np.ones_like(self._ei_w, dtype=bool)),
+            ei_weights=self._dense_ei(self._ei_w),
+            ie_exists=self._gate_out[:, n_e:].copy(), ie_weights=self._w_out[:, n_e:].copy(),
+            thresholds_e=self._thresholds[:n_e].copy(),
+            thresholds_i=self._thresholds[n_e:].copy(),
+            x=self._state[:n_e].copy(), y=self._state[n_e:].copy(),
+            scale_ee=self._scale[:n_e].copy(), scale_ei=self._scale_ei.copy(),
+            sum_ee=self._sum_ee.copy(), sum_ei=self._sum_ei.copy(),
+            rate_counts=self._counts.copy(),
+        )
+
+    # ----------------------------------------------------------------- running
+
+    def run(self, inputs: Iterable[Units] | int, record: bool = True) -> np.ndarray | None:
+        """Advance one step per entry of `inputs` (E-unit indices to drive, or None);
+        an int n means n steps without input. Returns the spikes as bool
+        (steps, n_e + n_i), E units first, or None when `record` is False."""
+        entries = [None] * inputs if isinstance(inputs, int) else list(inputs)
+        checked = self._check_inputs(entries)
+        if not record:
+            for units in checked:
+                self._advance(units)
+            return None
+        spikes = np.empty((len(checked), self._n_total), dtype=bool)
+        for k, units in enumerate(checked):
+            spikes[k] = self._advance(units)
+        return spikes
+
+    def step(self, units: Units = None) -> np.ndarray:
+        """One step; returns the new spikes as bool (n_e + n_i,), E units first."""
+        return self._advance(self._check_inputs([units])[0]).copy()
+
+    def _check_inputs(self, entries: list[Units]) -> list[np.ndarray | None]:
+        """Entries as int arrays, all checked before the network moves."""
+        given = [np.asarray(units) for units in entries if units is not None]
+        if any(units.ndim != 1 or (units.size and units.dtype.kind not in "iu") for units in given):
+            raise ValueError("each input entry must be None or a 1-D sequence of E-unit indices")
+        every = np.concatenate(given) if given else np.zeros(0, dtype=np.intp)
+        if every.size and (every.min() < 0 or every.max() >= self.config.n_e):
+            raise ValueError(f"input units must lie in [0, {self.config.n_e})")
+        return [None if units is None else np.asarray(units, dtype=np.intp) for units in entries]
+
+    def _advance(self, units: np.ndarray | None) -> np.ndarray:
+        """Compute x(t+1), y(t+1), apply the plasticity rules; return the new state."""
+        cfg = self.config
+        n_e = cfg.n_e
+        offset = self.t % BLOCK_STEPS
+        draws = self._draws
+        if draws is None or draws.block != self.t // BLOCK_STEPS:
+            draws = self._draws = block_draws(
+                self.seed, self.t // BLOCK_STEPS, n_e, cfg.n_i,
+                cfg.noise_sigma, cfg.noise_sigma_i,
+            )
+        learning = self.plastic
+        if learning and self.t % RENORMALIZE_EVERY == 0 and cfg.normalization:
+            self._renormalize_exactly()
+
+        ones = self._ones
+        e_prev = self._fired[: self._split]
+        i_prev = self._fired[self._split :] - n_e
+        # Input from the E units that fired at t, to every E and I unit.
+        sent = self._w_out[e_prev]  # raw weights from the E units that fired at t
+        drive = np.dot(ones[: e_prev.size], sent)
+        drive *= self._scale
+        inhibitors = self._ei_post[i_prev]
+        inhibition_rows = self._ei_w[i_prev]
+        if i_prev.size:
+            inhibition = np.bincount(inhibitors.ravel(), inhibition_rows.ravel(), n_e + 1)[:n_e]
+            inhibition *= self._scale_ei
+            drive[:n_e] -= inhibition
+        drive -= self._thresholds
+        drive += draws.noise[offset]
+        if units is not None:
+            drive[units] += cfg.input_gain
+        state = drive >= 0.0
+        fired = state.nonzero()[0]
+        split = int(fired.searchsorted(n_e))
+
+        if learning:
+            e_fired = fired[:split]
+            if cfg.ip:
+                self._thresholds_e -= cfg.eta_ip * cfg.h_ip
+                self._thresholds[e_fired] += cfg.eta_ip
+            # Change of every unit's effective input sums, laid out like self._sums.
+            growth = np.zeros(self._sums.size) if cfg.normalization else None
+            self._learn_ee(e_prev, e_fired, sent, draws, offset, growth)
+            if cfg.istdp and i_prev.size:
+                self._learn_ei(i_prev, inhibitors, inhibition_rows, state[:n_e], growth)
+            if growth is not None:
+                self._normalize(growth)
+
+        self._state, self._fired, self._split = state, fired, split
+        counts = self._counts[self.t % RATE_WINDOW]
+        counts[0] = split
+        counts[1] = fired.size - split
+        self.t += 1
+        return state
+
+    # ---------------------------------------------------------------- plasticity
+
+    def _learn_ee(
+        self, e_prev: np.ndarray, e_fired: np.ndarray, sent: np.ndarray, draws: BlockDraws,
+        offset: int, growth: np.ndarray | None,
+    ) -> None:
+        """STDP and structural plasticity of the E->E synapses."""
+        cfg = self.config
+        if cfg.stdp and e_prev.size and e_fired.size:
+            self._stdp(e_prev, e_fired, sent, growth)
+        if cfg.structural and draws.add_synapse[offset] < cfg.p_add:
+            place = self._free_place(draws, offset)
+            if place is not None:
+                pre, post = place
+                self._gate_out[pre, post] = True
+                self._w_out[pre, post] = cfg.w_new / self._scale[post]
+                if growth is not None:
+                    growth[post] += cfg.w_new
+
+    def _stdp(
+        self, e_prev: np.ndarray, e_fired: np.ndarray, sent: np.ndarray,
+        growth: np.ndarray | None,
+    ) -> None:
+        """ΔW[pre, post] = η (x_post(t+1) x_pre(t) − x_post(t) x_pre(t+1)) on existing
+        synapses, W >= 0; with structural plasticity, synapses that fall to ~0 are pruned.
+        Both blocks are touched in turn, so a pair that fired at t and t+1 gets +η − η.
+        `sent` holds the rows of e_prev as they were at the start of the step."""
+        cfg = self.config
+        eta = cfg.eta_stdp
+        gates = self._gate_out.reshape(-1)
+        weights = self._w_out.reshape(-1)
+        ones = self._ones
+        # Potentiation: pre fired at t, post fires at t+1.
+        places = np.add.outer(e_prev * self._n_total, e_fired)
+        scale = self._scale[e_fired]
+        gain = gates.take(places) * (eta / scale)
+        weights[places] = sent.take(e_fired, axis=1) + gain
+        if growth is not None:
+            growth[e_fired] = np.dot(ones[: e_prev.size], gain) * scale
+        # Depression: post fired at t, pre fires at t+1.
+        places = np.add.outer(e_fired * self._n_total, e_prev)
+        present = gates.take(places)
+        scale = self._scale[e_prev]
+        old = weights.take(places)
+        new = old - present * (eta / scale)
+        np.maximum(new, 0.0, out=new)
+        if cfg.structural:
+            dead = new <= cfg.prune_threshold / scale
+            dead &= present
+            if dead.any():
+                new[dead] = 0.0
+                gates[places[dead]] = False
+        weights[places] = new
+        if growth is not None:
+            new -= old
+            growth[e_prev] += np.dot(ones[: e_fired.size], new) * scale
+
+    def _free_place(self, draws: BlockDraws, offset: int) -> tuple[int, int] | None:
+        """A uniformly random (pre, post) place without an E->E synapse, pre != post."""
+        n_e = self.config.n_e
+        for place in draws.candidates[offset]:
+            pre, post = divmod(int(place), n_e)
+            if pre != post and not self._gate_out[pre, post]:
+                return pre, post
+        free = ~self._gate_out[:, :n_e]
+        np.fill_diagonal(free, False)
+        free_places = free.nonzero()
+        if free_places[0].size == 0:
+            return None
+        k = int(draws.fallback[offset] * free_places[0].size)
+        return int(free_places[0][k]), int(free_places[1][k])
+
+    def _learn_ei(
+        self, i_prev: np.ndarray, posts: np.ndarray, old: np.ndarray, after_e: np.ndarray,
+        growth: np.ndarray | None,
+    ) -> None:
+        """iSTDP (Zheng 2013) on the I->E synapses of the I units that fired at t:
+        ΔW = −η_iSTDP y(t) [1 − x(t+1)(1 + 1/H_IP)], never below istdp_floor.
+        `posts` and `old` are those units' slot rows."""
+        cfg = self.config
+        n_e = cfg.n_e
+        scale_ext = self._scale_ei_ext
+        fired_ext = self._x_ext
+        fired_ext[:n_e] = after_e
+        change = fired_ext * (cfg.eta_istdp * (1.0 + 1.0 / cfg.h_ip))
+        change -= cfg.eta_istdp
+        change /= scale_ext  # raw units; 0 for the dummy slot
+        new = old + change.take(posts)
+        np.maximum(new, (cfg.istdp_floor / scale_ext).take(posts), out=new)
+        self._ei_w[i_prev] = new
+        if growth is not None:
+            new -= old
+            raw = np.bincount(posts.ravel(), new.ravel(), n_e + 1)[:n_e]
+            np.multiply(raw, self._scale_ei, out=growth[self._n_total :])
+
+    def _normalize(self, growth: np.ndarray) -> None:
+        """Scale each unit's inputs back to sum 1 (a unit with no input stays at 0)."""
+        growth += self._sums
+        nonzero = growth > _EMPTY_SUM
+        scales = self._scales[: growth.size]
+        np.divide(scales, growth, out=scales, where=nonzero)
+        self._sums[:] = nonzero
+
+    def _renormalize_exactly(self) -> None:
+        """Fold the lazy scales into the raw weights and normalize every unit afresh."""
+        n_e = self.config.n_e
+        weights, scale = self._w_out[:, :n_e], self._scale[:n_e]
+        weights *= scale
+        sums = weights.sum(axis=0)
+        np.divide(weights, sums, out=weights, where=sums > 0)
+        scale[:] = 1.0
+        self._sum_ee[:] = sums > 0
+
+        posts = self._ei_post
+        self._ei_w *= np.append(self._scale_ei, 0.0).take(posts)
+        sums = np.bincount(posts.ravel(), self._ei_w.ravel(), n_e + 1)
+        inverse = np.zeros(n_e + 1)
+        np.divide(1.0, sums, out=inverse, where=sums > 0)
+        inverse[n_e] = 0.0
+        self._ei_w *= inverse.take(posts)
+        self._scale_ei[:] = 1.0
+        self._sum_ei[:] = sums[:n_e] > 0
+
+    def _dense_ei(self, slots: np.ndarray) -> np.ndarray:
+        """A per-slot I->E array as a dense [pre I, post E] array."""
+        n_e = self.config.n_e
+        dense = np.zeros((self.config.n_i, n_e + 1), dtype=slots.dtype)
+        np.put_along_axis(dense, self._ei_post, slots, axis=1)
+        return dense[:, :n_e].copy()
+
+    # ------------------------------------------------------------- inspection
+
+    @property
+    def w_ee(self) -> np.ndarray:
+        """Effective E->E weights, [post, pre] as in the equations (a copy)."""
+        n_e = self.config.n_e
+        return (self._w_out[:, :n_e] * self._scale[:n_e]).T.copy()
+
+    @property
+    def w_ei(self) -> np.ndarray:
+        """Effective I->E weights, [post E, pre I] (a copy)."""
+        return (self._dense_ei(self._ei_w) * self._scale_ei).T
+
+    @property
+    def w_ie(self) -> np.ndarray:
+        """E->I weights, [post I, pre E] (a copy)."""
+        return self._w_out[:, self.config.n_e :].T.copy()
+
+    @property
+    def ee_synapses(self) -> np.ndarray:
+        """Which E->E synapses exist, bool [post, pre]."""
+        return self._gate_out[:, : self.config.n_e].T.copy()
+
+    @property
+    def ei_synapses(self) -> np.ndarray:
+        """Which I->E synapses exist, bool [post E, pre I]."""
+        return self._dense_ei(np.ones_like(self._ei_w, dtype=bool)).T
+
+    @property
+    def thresholds_e(self) -> np.ndarray:
+        return self._thresholds[: self.config.n_e].copy()
+
+    @property
+    def thresholds_i(self) -> np.ndarray:
+        return self._thresholds[self.config.n_e :].copy()
+
+    @property
+    def x(self) -> np.ndarray:
+        """The current E state x(t), bool (n_e,)."""
+        return self._state[: self.config.n_e].copy()
+
+    @property
+    def y(self) -> np.ndarray:
+        """The current I state y(t), bool (n_i,)."""
+        return self._state[self.config.n_e :].copy()
+
+    def stats(self) -> dict:
+        """Rates over the last RATE_WINDOW steps and E->E weight statistics (JSON-able)."""
+        cfg = self.config
+        window = self._counts[: min(self.t, RATE_WINDOW)]
+        rate_e = float(window[:, 0].mean() / cfg.n_e) if len(window) else 0.0
+        rate_i = float(window[:, 1].mean() / cfg.n_i) if len(window) and cfg.n_i else 0.0
+        weights = self.w_ee[self.ee_synapses]
+        clipped = np.clip(weights, HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1])
+        counts, _ = np.histogram(clipped, bins=HISTOGRAM_EDGES)
+        return {
+            "step": self.t,
+            "rate_e": rate_e,
+            "rate_i": rate_i,
+            "synapses": int(weights.size),
+            "mean_weight": float(weights.mean()) if weights.size else 0.0,
+            "connection_fraction": weights.size / (cfg.n_e * (cfg.n_e - 1)),
+            "weight_histogram": {"edges": HISTOGRAM_EDGES.tolist(), "counts": counts.tolist()},
+        }
+
+    def nbytes(self) -> int:
+        """Bytes held by the network's state arrays."""
+        arrays = (
+            self._w_out, self._gate_out, self._scales, self._ei_post, self._ei_w,
+            self._x_ext, self._sums, self._thresholds, self._state, self._counts,
+        )
+        return sum(a.nbytes for a in arrays)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the complete state to one versioned .npz, atomically (see storage)."""
+        from webapp.sorn.storage import save_network  # storage builds on this module
+
+        save_network(self, path)

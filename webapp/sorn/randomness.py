@@ -1,0 +1,73 @@
+"""Counter-based random numbers: the draws for step t depend only on (seed, t).
+
+Every random draw of a running network comes from a Philox generator keyed by the seed
+and by (block of steps, purpose). A block's draws are generated at once, so the stream is
+the same however a run is split into calls, and a reloaded network needs nothing but its
+seed and step counter to continue exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK_STEPS = 256  # steps whose draws are generated together
+STRUCTURAL_CANDIDATES = 16  # random places tried per step for a new synapse
+
+_NOISE_E, _NOISE_I, _STRUCTURAL, _INIT = range(4)
+_MAX_SEED = 2**64
+
+
+def check_seed(seed: int) -> int:
+    seed = int(seed)
+    if not 0 <= seed < _MAX_SEED:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {seed}")
+    return seed
+
+
+def _generator(seed: int, stream: int) -> np.random.Generator:
+    key = np.array([seed, stream], dtype=np.uint64)
+    return np.random.Generator(np.random.Philox(key=key))
+
+
+def init_generator(seed: int) -> np.random.Generator:
+    """The generator that builds a new network (weights, thresholds, first state)."""
+    return _generator(seed, _INIT)
+
+
+@dataclass(frozen=True)
+class BlockDraws:
+    """All random numbers for steps [block * BLOCK_STEPS, (block + 1) * BLOCK_STEPS)."""
+
+    block: int
+    # (BLOCK_STEPS, n_e + n_i): ξ for E then I units, already scaled. Drawn in float32
+    # (enough for noise, and quicker), used in float64.
+    noise: np.ndarray
+    add_synapse: np.ndarray  # (BLOCK_STEPS,) uniform in [0, 1): a synapse appears if < p_add
+    candidates: np.ndarray  # (BLOCK_STEPS, STRUCTURAL_CANDIDATES) flat pre * n_e + post
+    fallback: np.ndarray  # (BLOCK_STEPS,) uniform, picks among free places if all fail
+
+
+def block_draws(
+    seed: int, block: int, n_e: int, n_i: int, noise_sigma: float, noise_sigma_i: float
+) -> BlockDraws:
+    """Draw one block; each purpose has its own stream so switching a rule or a noise
+    source off leaves the other draws unchanged."""
+    base = 4 + 4 * block
+    noise = np.zeros((BLOCK_STEPS, n_e + n_i))
+    if noise_sigma > 0:
+        noise[:, :n_e] = _generator(seed, base + _NOISE_E).standard_normal(
+            (BLOCK_STEPS, n_e), dtype=np.float32
+        )
+        noise[:, :n_e] *= noise_sigma
+    if noise_sigma_i > 0 and n_i > 0:
+        noise[:, n_e:] = _generator(seed, base + _NOISE_I).standard_normal(
+            (BLOCK_STEPS, n_i), dtype=np.float32
+        )
+        noise[:, n_e:] *= noise_sigma_i
+    structural = _generator(seed, base + _STRUCTURAL)
+    add_synapse = structural.random(BLOCK_STEPS)
+    candidates = structural.integers(0, n_e * n_e, (BLOCK_STEPS, STRUCTURAL_CANDIDATES))
+    fallback = structural.random(BLOCK_STEPS)
+    return BlockDraws(block, noise, add_synapse, candidates, fallback)
