@@ -1,0 +1,221 @@
+"""ChatTurn with real parts: a SQLite store, an engine worker process, NIMClient talking to
+FakeNIM; events are collected from the emit callback the web layer would pass."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.support.fake_nim import FakeNIM
+from webapp.chat.turn import MAX_ACTIVE_PER_USER, ChatTurn
+from webapp.engine import EnginePool, WorkerSettings
+from webapp.llm import NIMClient, RetryPolicy
+from webapp.memory import Store
+
+
+class Events:
+    """The emit callback: records (user_id, event, payload)."""
+
+    def __init__(self):
+        self.log: list[tuple[int, str, object]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, user_id, event, payload):
+        with self.lock:
+            self.log.append((user_id, event, payload))
+
+    def of(self, user_id, event=None, message_id=None) -> list:
+        return [(e, p) for u, e, p in self.log if u == user_id and (event is None or e == event)
+                and (message_id is None or not isinstance(p, dict)
+                     or p.get("message_id") in (None, message_id))]
+
+    def wait(self, user_id, event, message_id=None, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.of(user_id, event, message_id)
+            if found:
+                return found[-1][1]
+            time.sleep(0.01)
+        raise AssertionError(f"no {event} for user {user_id}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("turn")
+    store = Store(tmp / "db.sqlite")
+    pool = EnginePool(WorkerSettings(str(tmp / "db.sqlite"), str(tmp / "networks")), workers=1)
+    pool.start()
+    with FakeNIM() as nim:
+        llm = NIMClient(base_url=nim.base_url, api_key="nvapi-test",
+                        retry=RetryPolicy(max_retries=0), read_timeout=5)
+        events = Events()
+        yield store, pool, nim, ChatTurn(store, pool, llm, events), events
+    pool.close()
+
+
+@pytest.fixture
+def user(world):
+    store, _, nim, _, _ = world
+    nim.mode, nim.delay, nim.reply = "ok", 0.0, "Happy to help."
+    return store.create_user(f"user{len(nim.requests)}-{time.monotonic_ns()}", "hash")
+
+
+def run_turn(turns: ChatTurn, user_id: int, payload) -> dict:
+    ack, work = turns.chat(user_id, payload)
+    assert ack["ok"], ack
+    work()
+    return ack
+
+
+@pytest.mark.parametrize("payload, code", [
+    (None, "bad_request"), ([], "bad_request"), ({}, "bad_request"),
+    ({"text": ""}, "bad_request"), ({"text": ["hi"]}, "bad_request"),
+    ({"text": "hi", "conversation_id": 3}, "bad_request"),
+    ({"text": "hi", "conversation_id": "x" * 65}, "bad_request"),
+    ({"text": "lone \ud800 surrogate"}, "bad_request"), ({"text": "y" * 16_001}, "too_long"),
+    ({"text": "hi", "conversation_id": "nope"}, "not_found"),
+])
+def test_invalid_payloads_are_refused_and_nothing_is_stored(world, user, payload, code):
+    store, _, _, turns, _ = world
+    ack, work = turns.chat(user, payload)
+    assert ack["ok"] is False and ack["error"]["code"] == code and work is None
+    assert store.list_conversations(user) == []
+
+
+def test_a_turn_recalls_streams_persists_and_stores_both_messages(world, user):
+    store, pool, nim, turns, events = world
+    first = run_turn(turns, user, {"conversation_id": None, "text": "I keep bees in Lisbon."})
+    nim.reply = "You keep bees."
+    since = len(events.log)
+    ack = run_turn(turns, user, {"conversation_id": first["conversation_id"],
+                                 "text": "What do I keep?"})
+    reply_id = ack["message_id"]
+
+    names = [event for user_id, event, _ in events.log[since:] if user_id == user]
+    assert names[0] == "memory" and names[-2:] == ["done", "stats"]
+    assert set(names[1:-2]) == {"token"}
+    memory = events.of(user, "memory", reply_id)[-1][1]
+    assert memory["recalled"][0]["text"] == "I keep bees in Lisbon."
+    assert "Lisbon" in nim.requests[-1]["messages"][0]["content"]
+    history = [m["content"] for m in nim.requests[-1]["messages"][1:]]
+    assert history == ["I keep bees in Lisbon.", "Happy to help.", "What do I keep?"]
+    assert events.of(user, "done", reply_id)[-1][1] == {
+        "message_id": reply_id, "text": "You keep bees.", "status": "complete"}
+
+    messages = store.list_messages(user, ack["conversation_id"])
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"), ("assistant", "complete")] * 2
+    reply = messages[-1]
+    assert reply["text"] == "You keep bees." and reply["meta"]["recalled"][0]["episode_id"]
+    assert pool.call(user, "stats")["episodes"] == 4
+    assert messages[-2]["meta"]["episode_id"] and reply["meta"]["episode_id"]
+
+
+def test_an_llm_error_keeps_the_message_and_marks_the_reply(world, user):
+    store, pool, nim, turns, events = world
+    nim.mode = "429"
+    ack = run_turn(turns, user, {"conversation_id": None, "text": "My locker code is 3141."})
+    error = events.of(user, "error", ack["message_id"])[-1][1]
+    assert error["code"] == "rate_limited" and error["message_id"] == ack["message_id"]
+    asked, reply = store.list_messages(user, ack["conversation_id"])
+    assert asked["text"] == "My locker code is 3141."
+    assert reply["status"] == "error" and reply["meta"]["error"]["code"] == "rate_limited"
+    assert pool.call(user, "recall", query="locker code")["recalled"]  # the message is in memory
+    assert not events.of(user, "done", ack["message_id"])
+
+    nim.mode = "ok"
+    retry, work = turns.regenerate(user, {"message_id": ack["message_id"]})
+    assert retry["ok"] and retry["message_id"] == ack["message_id"]
+    work()
+    assert store.get_message(user, ack["message_id"])["status"] == "complete"
+    assert pool.call(user, "stats")["episodes"] == 2  # the question once, the new reply once
+
+
+def test_regenerate_replaces_the_reply_and_its_memory(world, user):
+    store, pool, nim, turns, events = world
+    ack = run_turn(turns, user, {"conversation_id": None, "text": "Name a colour."})
+    nim.reply = "Turquoise, definitely."
+    again, work = turns.regenerate(user, {"message_id": ack["message_id"]})
+    work()
+    assert store.get_message(user, ack["message_id"])["text"] == "Turquoise, definitely."
+    recalled = pool.call(user, "recall", query="happy help colour")["recalled"]
+    texts = [hit["text"] for hit in recalled]
+    assert "Happy to help." not in texts and "Turquoise, definitely." in texts
+    assert pool.call(user, "stats")["episodes"] == 2
+
+
+def test_stop_ends_the_stream_and_keeps_the_partial_text(world, user):
+    store, _, nim, turns, events = world
+    nim.mode, nim.drip_interval = "drip", 0.1
+    nim.reply = " ".join(f"w{i}" for i in range(50))
+    ack, work = turns.chat(user, {"conversation_id": None, "text": "Count slowly."})
+    worker = threading.Thread(target=work)
+    worker.start()
+    events.wait(user, "token", ack["message_id"])
+    assert turns.stop(user, {"message_id": ack["message_id"]}) == {"ok": True}
+    worker.join(timeout=10)
+    done = events.of(user, "done", ack["message_id"])[-1][1]
+    assert done["status"] == "stopped"
+    assert done["text"].startswith("w0") and "w49" not in done["text"]
+    reply = store.get_message(user, ack["message_id"])
+    assert (reply["status"], reply["text"]) == ("stopped", done["text"])
+    assert turns.stop(user, {"message_id": ack["message_id"]})["error"]["code"] == "not_active"
+
+
+def test_other_users_cannot_stop_or_regenerate_a_reply(world, user):
+    store, _, nim, turns, _ = world
+    stranger = store.create_user(f"stranger{time.monotonic_ns()}", "hash")
+    nim.mode = "hang"
+    ack, work = turns.chat(user, {"conversation_id": None, "text": "Wait for it."})
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        assert turns.stop(stranger, {"message_id": ack["message_id"]})["ok"] is False
+        regenerate, _ = turns.regenerate(stranger, {"message_id": ack["message_id"]})
+        assert regenerate["error"]["code"] == "not_found"
+        busy, _ = turns.regenerate(user, {"message_id": ack["message_id"]})
+        assert busy["error"]["code"] == "busy"
+    finally:
+        turns.stop(user, {"message_id": ack["message_id"]})
+        worker.join(timeout=10)
+
+
+def test_a_user_can_only_have_a_few_replies_in_flight(world, user):
+    _, _, nim, turns, _ = world
+    nim.mode = "hang"
+    started = []
+    try:
+        for i in range(MAX_ACTIVE_PER_USER):
+            ack, work = turns.chat(user, {"conversation_id": None, "text": f"question {i}"})
+            thread = threading.Thread(target=work)
+            thread.start()
+            started.append((ack, thread))
+        refused, work = turns.chat(user, {"conversation_id": None, "text": "one more"})
+        assert refused["error"]["code"] == "busy" and work is None
+    finally:
+        for ack, thread in started:
+            turns.stop(user, {"message_id": ack["message_id"]})
+            thread.join(timeout=10)
+
+
+def test_a_reply_cut_off_by_a_server_stop_is_marked_failed_but_a_live_one_is_not(world, user):
+    store, _, nim, turns, _ = world
+    conversation = store.create_conversation(user, "before the restart")
+    store.add_message(user, conversation, "user", "Hello?")
+    orphan = store.add_message(user, conversation, "assistant", "Half a sen",
+                               status="streaming")
+    nim.mode = "hang"
+    ack, work = turns.chat(user, {"conversation_id": conversation, "text": "Still there?"})
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        messages = turns.settle_interrupted(user, store.list_messages(user, conversation))
+        statuses = {m["id"]: m["status"] for m in messages}
+        assert statuses[orphan] == "error" and statuses[ack["message_id"]] == "streaming"
+        stored = store.get_message(user, orphan)
+        assert stored["text"] == "Half a sen" and stored["meta"]["error"]["code"] == "interrupted"
+    finally:
+        turns.stop(user, {"message_id": ack["message_id"]})
+        worker.join(timeout=10)

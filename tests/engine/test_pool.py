@@ -1,0 +1,111 @@
+"""Engine workers as real processes: routing, commands, spikes, failures, crash and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from webapp.engine import EngineError, EnginePool, WorkerSettings
+from webapp.engine.frames import decode_frame
+from webapp.memory import Store
+
+
+def make_pool(tmp: Path, events: list | None = None, workers: int = 2, **settings) -> EnginePool:
+    worker_settings = WorkerSettings(db_path=str(tmp / "db.sqlite"),
+                                     network_dir=str(tmp / "networks"), **settings)
+    on_event = events.append if events is not None else None
+    return EnginePool(worker_settings, workers=workers, on_event=on_event).start()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("engine")
+    store = Store(tmp / "db.sqlite")
+    users = [store.create_user(f"user{i}", "hash") for i in range(3)]
+    events: list = []
+    pool = make_pool(tmp, events)
+    yield pool, users, events
+    pool.close()
+
+
+def test_each_user_always_lands_on_the_same_worker(setup, tmp_path):
+    pool, _, _ = setup
+    placement = [pool.worker_index(user) for user in range(200)]
+    assert set(placement) == {0, 1}
+    assert placement == [pool.worker_index(user) for user in range(200)]
+
+
+def test_store_recall_and_stats_round_trip_through_a_worker(setup):
+    pool, (alice, bob, _), events = setup
+    stored = pool.call(alice, "store", text="The lighthouse keeper plays the oboe.", spikes=True)
+    found = pool.call(alice, "recall", query="who plays the oboe?", k=3)
+    assert found["recalled"][0]["episode_id"] == stored["episode_id"]
+    assert "play" in found["query_tokens"]
+    assert pool.call(bob, "recall", query="oboe")["recalled"] == []
+    stats = pool.call(alice, "stats")
+    assert stats["episodes"] == 1 and stats["neurons_e"] == 300 and stats["neurons_i"] == 75
+
+    deadline = time.monotonic() + 5
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    event = events[0]
+    assert event["type"] == "spikes" and event["user_id"] == alice
+    first, spikes = decode_frame(event["frame"])
+    assert spikes.shape[1] == 375 and spikes.any()
+
+
+def test_bad_input_fails_the_command_not_the_worker(setup):
+    pool, (_, _, carol), _ = setup
+    with pytest.raises(EngineError) as failure:
+        pool.call(carol, "store", text="   ")
+    assert failure.value.code == "bad_input" and "empty" in failure.value.message
+    with pytest.raises(EngineError) as unknown:
+        pool.call(carol, "delete", episode_id=10**9, no_such_argument=1)
+    assert unknown.value.code == "engine_error"
+    assert pool.call(carol, "store", text="still alive")["episode_id"] > 0
+    with pytest.raises(ValueError):
+        pool.submit(carol, "drop_tables")
+
+
+def test_a_killed_worker_fails_its_pending_requests_and_is_replaced(tmp_path):
+    user = Store(tmp_path / "db.sqlite").create_user("dana", "hash")
+    pool = make_pool(tmp_path, workers=1)
+    try:
+        pool.call(user, "store", text="Remember the red umbrella.")
+        pid = pool.worker_pids()[0]
+        os.kill(pid, signal.SIGKILL)
+        # Sent to the dead worker (or queued for it): must fail, never be replayed later.
+        pending = pool.submit(user, "store", text="Sent while the worker was dying.")
+        with pytest.raises(EngineError) as failure:
+            pending.result(timeout=20)
+        assert failure.value.code == "engine_restarted"
+        assert "restarted" in failure.value.message
+
+        found = pool.call(user, "recall", query="umbrella", timeout=30)
+        assert found["recalled"][0]["text"] == "Remember the red umbrella."
+        assert pool.call(user, "recall", query="dying")["recalled"] == []
+        assert pool.restarts == 1 and pool.worker_pids()[0] != pid and pool.alive()
+    finally:
+        pool.close()
+
+
+def test_idle_memories_are_saved_and_evicted_and_close_stops_the_workers(tmp_path):
+    user = Store(tmp_path / "db.sqlite").create_user("erin", "hash")
+    pool = make_pool(tmp_path, workers=1, idle_seconds=0.5, quiet_seconds=0.2)
+    pids = pool.worker_pids()
+    pool.call(user, "store", text="Snapshots happen while idle.")
+    snapshots = tmp_path / "networks"
+    deadline = time.monotonic() + 10
+    while not list(snapshots.glob(f"user{user}-*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(snapshots.glob(f"user{user}-*.npz"))
+    pool.close()
+    assert not pool.alive()
+    assert all(not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes()
+               for pid in pids)
+    with pytest.raises(EngineError):
+        pool.submit(user, "stats")

@@ -1,0 +1,317 @@
+"""One chat turn: validate -> persist -> recall -> prompt -> stream -> store -> stats.
+
+The web layer calls `ChatTurn.chat` (or `regenerate`) from a Socket.IO handler, sends the
+returned ack, then runs the returned work in a background thread. Everything the user
+should see goes out through `emit(user_id, event, payload)`, the one function the web
+layer addresses by room; nothing here knows about Flask or Socket.IO.
+
+Whatever fails, the user's message stays persisted, the assistant message ends in a
+final status ("complete", "stopped" or "error", with the error in its meta) and the next
+turn works. The recalled memories are kept in the reply's meta for the UI after reload.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from webapp.chat.prompt import build_prompt
+from webapp.engine import EngineError
+from webapp.llm import LLMError
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[int, str, Any], None]
+Work = Callable[[], None]
+
+MAX_TEXT_CHARS = 16_000
+MAX_ID_CHARS = 64
+MAX_ACTIVE_PER_USER = 3
+RECALL_K = 8
+PERSIST_EVERY_SECONDS = 1.0  # how often a streaming reply is written to the store
+INTERRUPTED = {"code": "interrupted",
+               "message": "The server stopped while writing this reply; regenerate it."}
+
+
+class TurnInputError(ValueError):
+    """A chat/stop/regenerate payload the server refuses; becomes the ack's error."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def ack_error(code: str, message: str) -> dict:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def _field(payload: Any, name: str, *, required: bool = True) -> str | None:
+    if not isinstance(payload, dict):
+        raise TurnInputError("bad_request", "The payload must be a JSON object.")
+    value = payload.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise TurnInputError("bad_request", f"'{name}' must be a non-empty string.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TurnInputError("bad_request", f"'{name}' holds invalid characters.") from None
+    if name != "text" and len(value) > MAX_ID_CHARS:
+        raise TurnInputError("bad_request", f"'{name}' is not a valid id.")
+    return value
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:59].rstrip() + "…"
+
+
+class ChatTurn:
+    """Runs chat turns for all users of one app; tracks the replies being generated."""
+
+    def __init__(self, store, engine, llm, emit: Emit, *, engine_timeout: float = 30.0,
+                 recall_k: int = RECALL_K):
+        self.store = store
+        self.engine = engine
+        self.llm = llm
+        self.emit = emit
+        self.engine_timeout = engine_timeout
+        self.recall_k = recall_k
+        self._active: dict[str, tuple[int, threading.Event]] = {}  # reply id -> (user, cancel)
+        self._finishing: set[str] = set()  # replies written, their episodes still being stored
+        self._lock = threading.Lock()
+
+    # --- entry points (each returns the ack, and the work to run after sending it) -----
+
+    def chat(self, user_id: int, payload: Any) -> tuple[dict, Work | None]:
+        try:
+            text = _field(payload, "text")
+            conversation_id = _field(payload, "conversation_id", required=False)
+            if len(text) > MAX_TEXT_CHARS:
+                raise TurnInputError("too_long",
+                                     f"Messages are at most {MAX_TEXT_CHARS} characters.")
+            if conversation_id and not self.store.get_conversation(user_id, conversation_id):
+                raise TurnInputError("not_found", "No such conversation.")
+            self._check_capacity(user_id)
+        except TurnInputError as exc:
+            return ack_error(exc.code, str(exc)), None
+        if conversation_id is None:
+            conversation_id = self.store.create_conversation(user_id, _title(text))
+        user_message_id = self.store.add_message(user_id, conversation_id, "user", text)
+        reply_id, cancel = self._start_reply(user_id, lambda: self.store.add_message(
+            user_id, conversation_id, "assistant", "", status="streaming"))
+        ack = {"ok": True, "conversation_id": conversation_id, "message_id": reply_id,
+               "user_message_id": user_message_id}
+        return ack, partial(self._run, user_id, conversation_id, user_message_id, reply_id, cancel)
+
+    def regenerate(self, user_id: int, payload: Any) -> tuple[dict, Work | None]:
+        """A new reply to the user message before `message_id`, written into the same message."""
+        try:
+            reply_id = _field(payload, "message_id")
+            reply = self.store.get_message(user_id, reply_id)
+            if reply is None or reply["role"] != "assistant":
+                raise TurnInputError("not_found", "No such reply.")
+            if self._is_active(reply_id):
+                raise TurnInputError("busy", "That reply is still being written.")
+            self._check_capacity(user_id)
+            messages = self.store.list_messages(user_id, reply["conversation_id"])
+            index = next(i for i, m in enumerate(messages) if m["id"] == reply_id)
+            asked = [m for m in messages[:index] if m["role"] == "user"]
+            if not asked:
+                raise TurnInputError("not_found", "That reply answers no message.")
+        except TurnInputError as exc:
+            return ack_error(exc.code, str(exc)), None
+        old_episode = (reply["meta"] or {}).get("episode_id")
+
+        def reset() -> str:
+            self.store.update_message(user_id, reply_id, text="", status="streaming", meta={})
+            return reply_id
+
+        reply_id, cancel = self._start_reply(user_id, reset)
+        ack = {"ok": True, "conversation_id": reply["conversation_id"], "message_id": reply_id,
+               "user_message_id": asked[-1]["id"]}
+        return ack, partial(self._run, user_id, reply["conversation_id"], asked[-1]["id"],
+                            reply_id, cancel, forget_episode=old_episode)
+
+    def stop(self, user_id: int, payload: Any) -> dict:
+        try:
+            reply_id = _field(payload, "message_id")
+        except TurnInputError as exc:
+            return ack_error(exc.code, str(exc))
+        with self._lock:
+            owner, cancel = self._active.get(reply_id, (None, None))
+        if owner != user_id:  # another user's id reads exactly like an unknown one
+            return ack_error("not_active", "That reply is not being written.")
+        cancel.set()
+        return {"ok": True}
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def _check_capacity(self, user_id: int) -> None:
+        with self._lock:
+            active = sum(owner == user_id for owner, _ in self._active.values())
+        if active >= MAX_ACTIVE_PER_USER:
+            raise TurnInputError("busy", "Too many replies are being written; wait for one.")
+
+    def _start_reply(self, user_id: int, write: Callable[[], str]) -> tuple[str, threading.Event]:
+        """Write a reply as "streaming" and register it in one step, so that no reader can
+        see it streaming and unregistered (and take it for an interrupted one)."""
+        cancel = threading.Event()
+        with self._lock:
+            reply_id = write()
+            self._active[reply_id] = (user_id, cancel)
+        return reply_id, cancel
+
+    def settle_interrupted(self, user_id: int, messages: list[dict]) -> list[dict]:
+        """Replies still "streaming" that no turn is writing were cut off when a server
+        stopped: mark them failed (partial text kept), so the UI offers to regenerate them."""
+        for message in messages:
+            if message["status"] != "streaming":
+                continue
+            with self._lock:
+                if message["id"] in self._active or message["id"] in self._finishing:
+                    continue
+                meta = {**(message["meta"] or {}), "error": INTERRUPTED}
+                self.store.update_message(user_id, message["id"], status="error", meta=meta)
+            message.update(status="error", meta=meta)
+        return messages
+
+    def _is_active(self, reply_id: str) -> bool:
+        with self._lock:
+            return reply_id in self._active or reply_id in self._finishing
+
+    def _finish(self, reply_id: str) -> None:
+        """The reply is written: it no longer counts against the user's replies in flight."""
+        with self._lock:
+            self._active.pop(reply_id, None)
+            self._finishing.add(reply_id)
+
+    # --- the turn ------------------------------------------------------------------------
+
+    def _run(self, user_id: int, conversation_id: str, user_message_id: str, reply_id: str,
+             cancel: threading.Event, forget_episode: int | None = None) -> None:
+        try:
+            self._turn(user_id, conversation_id, user_message_id, reply_id, cancel,
+                       forget_episode)
+        except Exception:
+            log.exception("chat turn failed")
+            with self._lock:
+                written = reply_id in self._finishing  # its final status is already stored
+            if not written:
+                error = {"code": "internal", "message": "Something went wrong on the server."}
+                self._quietly(self.store.update_message, user_id, reply_id, status="error",
+                              meta={"error": error})
+                self.emit(user_id, "error", {"message_id": reply_id, **error})
+        finally:
+            with self._lock:
+                self._active.pop(reply_id, None)
+                self._finishing.discard(reply_id)
+
+    def _turn(self, user_id, conversation_id, user_message_id, reply_id, cancel,
+              forget_episode) -> None:
+        messages = self.store.list_messages(user_id, conversation_id)
+        index = next(i for i, m in enumerate(messages) if m["id"] == user_message_id)
+        asked, history = messages[index], messages[: index + 1]
+        history = [m for m in history if m["status"] != "error"]
+
+        recalled, query_tokens, recall_error = self._recall(user_id, asked["text"])
+        meta = {"recalled": recalled, "query_tokens": query_tokens}
+        memory_event = {"message_id": reply_id, "query_tokens": query_tokens,
+                        "recalled": recalled}
+        if recall_error:
+            memory_event["error"] = meta["recall_error"] = recall_error
+        self.emit(user_id, "memory", memory_event)
+
+        prompt = build_prompt(asked["text"], recalled, history)
+        text, error = self._stream(user_id, reply_id, prompt, cancel)
+        status = "error" if error else "stopped" if cancel.is_set() else "complete"
+        if error:
+            meta["error"] = error
+        self.store.update_message(user_id, reply_id, text=text, status=status, meta=meta)
+        self._finish(reply_id)
+        if error:
+            self.emit(user_id, "error", {"message_id": reply_id, **error})
+        else:
+            self.emit(user_id, "done", {"message_id": reply_id, "text": text, "status": status})
+
+        if forget_episode is not None:
+            self._quietly(self.engine.call, user_id, "delete", timeout=self.engine_timeout,
+                          episode_id=forget_episode)
+        if not (asked["meta"] or {}).get("episode_id"):
+            self._remember(user_id, asked, asked["text"], reply_id)
+        if text.strip() and not error:
+            reply = {"id": reply_id, "role": "assistant", "conversation_id": conversation_id,
+                     "meta": meta}
+            self._remember(user_id, reply, text, reply_id)
+        self._emit_stats(user_id)
+
+    def _recall(self, user_id: int, text: str) -> tuple[list, list, dict | None]:
+        """Recalled memories; on an engine failure none, and the error to show with them."""
+        try:
+            found = self.engine.call(user_id, "recall", timeout=self.engine_timeout,
+                                     query=text, k=self.recall_k, spikes=True)
+        except EngineError as exc:
+            log.warning("recall failed: %s", exc)
+            return [], [], exc.to_dict()
+        return found["recalled"], found["query_tokens"], None
+
+    def _stream(self, user_id, reply_id, prompt, cancel) -> tuple[str, dict | None]:
+        """Stream the reply to the user, persisting it as it grows; (text, error or None)."""
+        parts: list[str] = []
+        persisted_at = time.monotonic()
+        try:
+            for delta in self.llm.stream(prompt, cancel=cancel):
+                if cancel.is_set():
+                    break
+                if not delta:
+                    continue
+                parts.append(delta)
+                self.emit(user_id, "token", {"message_id": reply_id, "delta": delta})
+                if time.monotonic() - persisted_at >= PERSIST_EVERY_SECONDS:
+                    self.store.update_message(user_id, reply_id, text="".join(parts))
+                    persisted_at = time.monotonic()
+        except LLMError as exc:
+            return "".join(parts), exc.to_dict()
+        return "".join(parts), None
+
+    def _remember(self, user_id: int, message: dict, text: str, reply_id: str) -> None:
+        """Store a message as an episode (retrying once if its engine was restarted);
+        a failure is reported on the turn's reply, whose regenerate stores it again."""
+        args = {"text": text, "role": message["role"], "external_id": f"message:{message['id']}",
+                "conversation_id": message.get("conversation_id"), "spikes": True}
+        for attempt in (1, 2):
+            try:
+                stored = self.engine.call(user_id, "store", timeout=self.engine_timeout, **args)
+                break
+            except EngineError as exc:
+                if exc.code == "engine_restarted" and attempt == 1:
+                    continue
+                log.warning("storing a message in memory failed: %s", exc)
+                self.emit(user_id, "error", {
+                    "message_id": reply_id, "code": "memory_not_saved",
+                    "message": f"Your message is kept, but was not added to memory: {exc.message}",
+                })
+                return
+        meta = {**(message.get("meta") or {}), "episode_id": stored["episode_id"]}
+        message["meta"] = meta
+        self._quietly(self.store.update_message, user_id, message["id"], meta=meta)
+
+    def _emit_stats(self, user_id: int) -> None:
+        try:
+            stats = self.engine.call(user_id, "stats", timeout=self.engine_timeout)
+        except EngineError as exc:
+            log.warning("stats failed: %s", exc)
+            return
+        self.emit(user_id, "stats", stats)
+
+    @staticmethod
+    def _quietly(fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:
+            log.exception("%s failed", getattr(fn, "__name__", fn))

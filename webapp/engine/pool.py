@@ -1,0 +1,214 @@
+"""The web process's handle on the engine workers: routing, futures, crash recovery.
+
+Each worker slot has a duplex pipe, a local outbox drained by a sender thread (so
+submitting never blocks the caller, whatever the worker is doing) and a receiver thread
+that resolves futures and forwards events. A worker that dies (even by SIGKILL) shows up
+as EOF on its pipe: its pending requests fail with `engine_restarted`, the commands still
+queued for it are dropped (never replayed twice), and a fresh process takes the slot;
+its users' memories reload from disk on their next command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from multiprocessing.connection import wait
+from typing import Any
+
+from webapp.engine import protocol
+from webapp.engine.protocol import EngineError
+from webapp.engine.worker import WorkerSettings, run_worker
+
+log = logging.getLogger(__name__)
+
+_STOP_SENDER = object()
+RESTART_BACKOFF_SECONDS = 1.0
+
+
+class _Slot:
+    """One worker position: the current process and its plumbing."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.outbox: queue.Queue = queue.Queue()
+        self.started_at = 0.0
+
+
+class EnginePool:
+    """Routes each user's commands to one worker process and returns futures."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        workers: int,
+        on_event: Callable[[dict], None] | None = None,
+        start_method: str = "spawn",
+    ):
+        if workers < 1:
+            raise ValueError("at least one engine worker is needed")
+        self.settings = settings
+        self.on_event = on_event
+        self.restarts = 0
+        self._ctx = multiprocessing.get_context(start_method)
+        self._slots = [_Slot(i) for i in range(workers)]
+        self._pending: dict[int, tuple[int, Future]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._closing = False
+
+    # --- public ------------------------------------------------------------------------
+
+    def start(self) -> EnginePool:
+        with self._lock:
+            for slot in self._slots:
+                self._launch(slot)
+        return self
+
+    def worker_index(self, user_id: int) -> int:
+        """Stable across restarts and machines (unlike hash()), so a user stays put."""
+        digest = hashlib.blake2b(str(user_id).encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") % len(self._slots)
+
+    def submit(self, user_id: int, op: str, **args: Any) -> Future:
+        future: Future = Future()
+        request_id = next(self._ids)
+        future.request_id = request_id  # type: ignore[attr-defined]
+        cmd = protocol.command(request_id, user_id, op, args)
+        slot = self._slots[self.worker_index(user_id)]
+        with self._lock:
+            if self._closing:
+                raise EngineError("shutting_down", "The server is shutting down.")
+            self._pending[request_id] = (slot.index, future)
+            slot.outbox.put(cmd)
+        return future
+
+    def call(self, user_id: int, op: str, timeout: float = 30.0, **args: Any) -> Any:
+        """Run one command and wait for its result; raises EngineError on any failure."""
+        future = self.submit(user_id, op, **args)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            with self._lock:
+                self._pending.pop(future.request_id, None)  # type: ignore[attr-defined]
+            raise EngineError("timeout", "The memory engine did not answer in time.") from None
+
+    def worker_pids(self) -> list[int | None]:
+        return [slot.process.pid if slot.process else None for slot in self._slots]
+
+    def alive(self) -> bool:
+        """Every slot has a running worker (one being restarted counts as down)."""
+        return all(slot.process is not None and not wait([slot.process.sentinel], 0)
+                   for slot in self._slots)
+
+    def close(self, timeout: float = 15.0) -> None:
+        """Ask every worker to save and exit; kill the ones that do not in time."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            for slot in self._slots:
+                slot.outbox.put(None)  # forwarded to the worker: save and exit
+            pending, self._pending = list(self._pending.values()), {}
+        for _, future in pending:
+            future.set_exception(EngineError("shutting_down", "The server is shutting down."))
+        deadline = time.monotonic() + timeout
+        for slot in self._slots:
+            process = slot.process
+            if process is None:
+                continue
+            # The sentinel, not is_alive(): under gunicorn the exit status may be reaped
+            # elsewhere, and then a finished process would look alive forever.
+            if not wait([process.sentinel], max(0.0, deadline - time.monotonic())):
+                log.warning("engine worker %s did not stop in time; killing it", process.pid)
+                process.kill()
+            process.join(1.0)
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _launch(self, slot: _Slot) -> None:
+        """Start a process in the slot (caller holds the lock)."""
+        ours, theirs = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=run_worker, args=(theirs, self.settings),
+            name=f"sornmemory-engine-{slot.index}", daemon=True,
+        )
+        process.start()
+        theirs.close()  # so the worker's death reads as EOF on our end
+        slot.process, slot.started_at = process, time.monotonic()
+        threading.Thread(target=self._send_loop, args=(ours, slot.outbox),
+                         name=f"engine-{slot.index}-send", daemon=True).start()
+        threading.Thread(target=self._receive_loop, args=(ours, slot, process),
+                         name=f"engine-{slot.index}-receive", daemon=True).start()
+
+    @staticmethod
+    def _send_loop(conn, outbox: queue.Queue) -> None:
+        while True:
+            cmd = outbox.get()
+            if cmd is _STOP_SENDER:
+                return
+            try:
+                conn.send(cmd)
+            except OSError:  # the worker died; the receiver handles it
+                return
+            if cmd is None:
+                return
+
+    def _receive_loop(self, conn, slot: _Slot, process) -> None:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg["type"] == "result":
+                self._resolve(msg)
+            elif self.on_event is not None:
+                try:
+                    self.on_event(msg)
+                except Exception:
+                    log.exception("engine event handler failed")
+        conn.close()
+        self._restart(slot, process)
+
+    def _resolve(self, msg: dict) -> None:
+        with self._lock:
+            entry = self._pending.pop(msg["id"], None)
+        if entry is None:  # its caller timed out already
+            return
+        future = entry[1]
+        if msg["ok"]:
+            future.set_result(msg["result"])
+        else:
+            future.set_exception(EngineError(msg["error"]["code"], msg["error"]["message"]))
+
+    def _restart(self, slot: _Slot, process) -> None:
+        process.join(1.0)
+        with self._lock:
+            if self._closing:
+                return
+            failed = [rid for rid, (index, _) in self._pending.items() if index == slot.index]
+            futures = [self._pending.pop(rid)[1] for rid in failed]
+            slot.outbox.put(_STOP_SENDER)
+            slot.outbox = queue.Queue()  # commands queued for the dead worker are dropped
+            self.restarts += 1
+            crashed_quickly = time.monotonic() - slot.started_at < RESTART_BACKOFF_SECONDS * 5
+        log.error("engine worker %s exited with code %s; restarting it (%d requests failed)",
+                  process.pid, process.exitcode, len(futures))
+        for future in futures:
+            future.set_exception(EngineError(
+                "engine_restarted",
+                "The memory engine stopped unexpectedly and was restarted; please try again.",
+            ))
+        if crashed_quickly:  # do not spin if it dies on start
+            time.sleep(RESTART_BACKOFF_SECONDS)
+        with self._lock:
+            if not self._closing:
+                self._launch(slot)

@@ -1,0 +1,157 @@
+"""Accounts: register, login, logout, me; and the login guard for every other API route.
+
+The session is Flask's signed cookie (HttpOnly, SameSite=Lax) holding the user id.
+Usernames are case-insensitive (kept lower-case) so "Alice" cannot impersonate "alice".
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+from flask import Blueprint, g, jsonify, request, session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.web.errors import ApiError
+from webapp.web.services import services
+
+bp = Blueprint("auth", __name__, url_prefix="/api/auth")
+
+USERNAME = re.compile(r"[a-z0-9_.-]{3,32}")
+PASSWORD_MIN, PASSWORD_MAX = 8, 256
+OPEN_ROUTES = {"auth.register", "auth.login", "auth.logout", "health", "index", "static"}
+
+LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 10, 300
+
+
+class LoginThrottle:
+    """At most LOGIN_ATTEMPTS failed logins per (address, username) in a sliding window."""
+
+    def __init__(self):
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+        recent = [t for t in self._failures.get(key, []) if now - t < LOGIN_WINDOW_SECONDS]
+        if recent:
+            self._failures[key] = recent
+        else:
+            self._failures.pop(key, None)
+        return recent
+
+    def blocked(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return len(self._recent(key, time.monotonic())) >= LOGIN_ATTEMPTS
+
+    def failed(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._failures[key] = [*self._recent(key, now), now]
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+
+_throttle = LoginThrottle()
+
+# Checked against when the username is unknown, so a login costs the same either way.
+_DUMMY_HASH = generate_password_hash("not a real password")
+_register_lock = threading.Lock()  # "first user is admin" must hold under concurrent sign-ups
+
+
+def credentials() -> tuple[str, str]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", 'Send JSON {"username": ..., "password": ...}.')
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise ApiError(400, "bad_request", "Username and password must both be given as text.")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_password", "The password holds invalid characters.") from None
+    return username.strip().lower(), password
+
+
+def public_user(user: dict) -> dict:
+    return {"id": user["id"], "username": user["username"], "is_admin": bool(user["is_admin"])}
+
+
+def _log_in(user: dict) -> None:
+    session.clear()  # no fixation: a fresh session for every login
+    session["user_id"] = user["id"]
+    session.permanent = True
+
+
+@bp.post("/register")
+def register():
+    username, password = credentials()
+    if not USERNAME.fullmatch(username):
+        raise ApiError(400, "invalid_username",
+                       "Usernames are 3-32 characters: letters a-z, digits, '_', '.' or '-'.")
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ApiError(400, "invalid_password",
+                       f"Passwords are {PASSWORD_MIN} to {PASSWORD_MAX} characters long.")
+    store = services().store
+    password_hash = generate_password_hash(password)
+    with _register_lock:
+        first = store.count_users() == 0
+        # A closed server still accepts its very first account: the admin.
+        if not first and services().settings["SORNMEMORY_SIGNUP"] == "closed":
+            raise ApiError(403, "signup_closed", "Sign-up is closed on this server.")
+        if store.get_user(username) is not None:
+            raise ApiError(409, "username_taken", "That username is taken.")
+        user_id = store.create_user(username, password_hash, is_admin=first)
+    user = store.get_user_by_id(user_id)
+    _log_in(user)
+    return jsonify({"user": public_user(user)}), 201
+
+
+@bp.post("/login")
+def login():
+    username, password = credentials()
+    key = (request.remote_addr or "", username)
+    if _throttle.blocked(key):
+        raise ApiError(429, "too_many_attempts",
+                       "Too many failed logins; wait a few minutes and try again.")
+    user = services().store.get_user(username)
+    valid = check_password_hash(user["password_hash"] if user else _DUMMY_HASH, password)
+    if user is None or not valid:
+        _throttle.failed(key)
+        raise ApiError(401, "bad_credentials", "Wrong username or password.")
+    _throttle.succeeded(key)
+    _log_in(user)
+    return jsonify({"user": public_user(user)})
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return jsonify({"ok": True})
+
+
+@bp.get("/me")
+def me():
+    return jsonify({"user": public_user(g.user)})
+
+
+def session_user() -> dict | None:
+    """The logged-in user's record, or None (also when the account no longer exists)."""
+    user_id = session.get("user_id")
+    if not isinstance(user_id, int):
+        return None
+    return services().store.get_user_by_id(user_id)
+
+
+def require_login():
+    """before_request: every route except the open ones needs a logged-in user."""
+    if request.endpoint is None or request.endpoint in OPEN_ROUTES:  # None: 404/405 follows
+        return None
+    user = session_user()
+    if user is None:
+        session.clear()
+        raise ApiError(401, "unauthorized", "Please log in.")
+    g.user = user
+    return None

@@ -1,0 +1,71 @@
+"""Server settings from the environment (DESIGN.md §4), overridable by create_app(config).
+
+Keys are the environment variable names, so a test or a deployment passes the same
+names either way. The data directory holds the SQLite file, the per-user network files
+and, when SECRET_KEY is not given, a generated key kept in a 0600 file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULTS = {
+    "SORNMEMORY_DATA": "instance",
+    "SORNMEMORY_SIGNUP": "open",
+    "SORNMEMORY_ENGINE_IDLE": "600",  # seconds before an unused engine is saved and evicted
+    "SORNMEMORY_THREADS": "100",  # gunicorn threads: each open WebSocket holds one
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+def load_settings(overrides: Mapping | None = None, environ: Mapping | None = None) -> dict:
+    """Environment + overrides, with the data directory created and SECRET_KEY resolved."""
+    settings = {**DEFAULTS, **(os.environ if environ is None else environ), **(overrides or {})}
+    data_dir = Path(settings["SORNMEMORY_DATA"]).resolve()
+    (data_dir / "networks").mkdir(parents=True, exist_ok=True)
+    settings["SORNMEMORY_DATA"] = str(data_dir)
+    cpus = os.cpu_count() or 1
+    settings["SORNMEMORY_WORKERS"] = positive_int(settings, "SORNMEMORY_WORKERS", cpus)
+    settings["SORNMEMORY_ENGINE_IDLE"] = float(settings["SORNMEMORY_ENGINE_IDLE"])
+    settings["SORNMEMORY_THREADS"] = positive_int(settings, "SORNMEMORY_THREADS", 100)
+    signup = str(settings["SORNMEMORY_SIGNUP"]).lower()
+    if signup not in ("open", "closed"):
+        raise ConfigError("SORNMEMORY_SIGNUP must be 'open' or 'closed'")
+    settings["SORNMEMORY_SIGNUP"] = signup
+    if not settings.get("SECRET_KEY"):
+        settings["SECRET_KEY"] = _stored_secret_key(data_dir / "secret_key")
+    return settings
+
+
+def positive_int(settings: Mapping, name: str, default: int) -> int:
+    raw = settings.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    return value
+
+
+def _stored_secret_key(path: Path) -> str:
+    """Read the key, or create it with mode 0600 (atomically: O_EXCL) on first start."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if not key:
+            raise ConfigError(f"{path} is empty; delete it to generate a new key") from None
+        return key
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key

@@ -1,0 +1,118 @@
+"""Socket.IO: the cookie-authenticated connection, the per-user room, and the chat events.
+
+Every emit to a user goes through `UserEmitter` (DESIGN.md §6), addressed by the room
+"user:<id>", so with a Redis message_queue the same call reaches the user on any node.
+Each connection joins its user's room: two tabs of one user both see the stream, and no
+other user ever does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import socketio as python_socketio
+from flask_socketio import ConnectionRefusedError, SocketIO, join_room
+
+from webapp.chat.turn import ack_error
+from webapp.web.auth import session_user
+from webapp.web.services import services
+
+log = logging.getLogger(__name__)
+
+
+def user_room(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+class UserEmitter:
+    """emit(user_id, event, payload): the one way the server sends a user anything."""
+
+    def __init__(self, socketio: SocketIO):
+        self.socketio = socketio
+
+    def __call__(self, user_id: int, event: str, payload) -> None:
+        self.socketio.emit(event, payload, to=user_room(user_id), namespace="/")
+
+
+class OrderedSendsManager(python_socketio.Manager):
+    """Keeps each Socket.IO packet's engine.io parts together.
+
+    python-socketio sends a binary event as a header packet followed by its attachment
+    packets, without a lock; when two threads send to one client at once (a `spikes`
+    frame from the relay, a `token` or an ack from a turn), the parts interleave and the
+    client cannot decode them. Every send holds `send_lock`: room emits here, and acks
+    and direct sends through `serialize_sends`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.send_lock = threading.RLock()
+
+    def emit(self, *args, **kwargs):
+        with self.send_lock:
+            return super().emit(*args, **kwargs)
+
+
+def serialize_sends(socketio: SocketIO, manager: OrderedSendsManager) -> None:
+    """Acks are sent by the server itself (`_send_packet`), outside the manager: lock them too."""
+    send_packet = socketio.server._send_packet
+
+    def locked_send_packet(eio_sid, pkt):
+        with manager.send_lock:
+            send_packet(eio_sid, pkt)
+
+    socketio.server._send_packet = locked_send_packet
+
+
+def _payload(args: tuple):
+    """The single argument an event carries; None (refused by validation) otherwise."""
+    return args[0] if len(args) == 1 else None
+
+
+def _after_ack(socketio: SocketIO, work) -> None:
+    """Run `work` once this handler has returned, i.e. once its ack is queued to the client.
+
+    The server runs each event in a thread of its own, so waiting for that thread puts the
+    ack before the turn's first event. (A test client runs handlers on the main thread.)"""
+    handler = threading.current_thread()
+
+    def run():
+        if handler is not threading.main_thread():
+            handler.join(timeout=2.0)
+        work()
+
+    socketio.start_background_task(run)
+
+
+def register_events(socketio: SocketIO) -> None:
+    @socketio.on("connect")
+    def on_connect(auth=None):
+        user = session_user()
+        if user is None:
+            raise ConnectionRefusedError({"code": "unauthorized", "message": "Please log in."})
+        join_room(user_room(user["id"]))
+
+    def user_event(turn_method: str, starts_work: bool):
+        def handler(*args):
+            user = session_user()
+            if user is None:
+                return ack_error("unauthorized", "Please log in.")
+            result = getattr(services().turns, turn_method)(user["id"], _payload(args))
+            if not starts_work:
+                return result
+            ack, work = result
+            if work is not None:
+                _after_ack(socketio, work)
+            return ack
+
+        return handler
+
+    socketio.on_event("chat", user_event("chat", starts_work=True))
+    socketio.on_event("regenerate", user_event("regenerate", starts_work=True))
+    socketio.on_event("stop", user_event("stop", starts_work=False))
+
+    @socketio.on_error_default
+    def on_error(exc):
+        log.exception("socket event failed", exc_info=exc)
+        return ack_error("internal", "Something went wrong on the server.")
