@@ -1,6 +1,6 @@
-"""The `sornmemory` console script: `serve` and the `bench` harnesses.
+"""The `sornmemory` console script: `serve`, `loadtest` and the `bench` harnesses.
 
-Each benchmark lives in its own module under `webapp.bench` and exposes
+Each harness lives in its own module under `webapp.bench` and exposes
 `add_arguments(parser)` and `run(args) -> dict`; it may also expose
 `format_report(result) -> str` for the human-readable (non `--json`) output.
 """
@@ -26,10 +26,23 @@ BENCHMARKS = {
     "recall": "webapp.bench.recall",
     "prompt": "webapp.bench.prompt",
 }
+LOADTEST = "webapp.bench.loadtest"
 
 
-def _build_parser(selected_benchmark: str | None) -> argparse.ArgumentParser:
-    """Build the parser; a benchmark module (numpy, matplotlib) loads only when it is run."""
+def _add_harness(commands, name: str, module_name: str, load: bool) -> None:
+    """Register one harness; its module (numpy, matplotlib, ...) is imported only if `load`."""
+    if not load:
+        commands.add_parser(name)
+        return
+    module = importlib.import_module(module_name)
+    sub = commands.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    module.add_arguments(sub)
+    sub.set_defaults(module=module)
+
+
+def _build_parser(selected: list[str]) -> argparse.ArgumentParser:
+    """Build the parser; `selected` is the command path given, e.g. ["bench", "engine"]."""
     parser = argparse.ArgumentParser(prog="sornmemory", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -37,24 +50,18 @@ def _build_parser(selected_benchmark: str | None) -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
 
+    _add_harness(commands, "loadtest", LOADTEST, load=selected[:1] == ["loadtest"])
+
     bench = commands.add_parser("bench", help="benchmarks and experiments")
     benches = bench.add_subparsers(dest="bench", required=True)
     for name, module_name in BENCHMARKS.items():
-        if name != selected_benchmark:
-            benches.add_parser(name)
-            continue
-        module = importlib.import_module(module_name)
-        sub = benches.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
-        module.add_arguments(sub)
-        sub.set_defaults(module=module)
+        _add_harness(benches, name, module_name, load=selected == ["bench", name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    selected = argv[1] if argv[:1] == ["bench"] and len(argv) > 1 else None
-    args = _build_parser(selected).parse_args(argv)
+    args = _build_parser(argv[:2]).parse_args(argv)
     if args.command == "serve":
         from webapp.web.server import serve
 
