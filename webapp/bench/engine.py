@@ -4,7 +4,8 @@ The network is driven by token input every step (each step one token of a seeded
 Zipf-distributed vocabulary, through TokenEncoder), or runs spontaneously with
 `--input none`. After a warm-up the timed steps run with `record=False`, the way the
 app learns. Reports wall-clock and CPU-time rates (the VM is shared, so CPU time is the
-steadier number), the bytes of the network's arrays and the size of its saved file.
+steadier number), the bytes of the network's arrays and the size of its saved file,
+and which backend ran (numpy, or the numba kernel of the `fast` extra).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from webapp.sorn import SORN, SORNConfig, TokenEncoder
+from webapp.sorn.network import BACKENDS
 
 CHUNK = 1000  # steps per progress-bar update
 VOCABULARY = 2000
@@ -29,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-e", type=int, default=300, help="E units (n_i = n_e // 4)")
     parser.add_argument("--input", choices=("tokens", "none"), default="tokens")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="auto: numba when installed"
+    )
 
 
 def token_inputs(n_e: int, steps: int, seed: int) -> list[np.ndarray]:
@@ -41,7 +46,7 @@ def token_inputs(n_e: int, steps: int, seed: int) -> list[np.ndarray]:
 
 def run(args: argparse.Namespace) -> dict:
     config = SORNConfig(n_e=args.n_e, n_i=args.n_e // 4)
-    net = SORN(config, seed=args.seed)
+    net = SORN(config, seed=args.seed, backend=args.backend)
     total = args.warmup + args.steps
     inputs = token_inputs(args.n_e, total, args.seed) if args.input == "tokens" else [None] * total
     net.run(inputs[: args.warmup], record=False)
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> dict:
         "steps_per_sec": round(args.steps / wall, 1),
         "cpu_steps_per_sec": round(args.steps / cpu, 1) if cpu > 0 else None,
         "input": args.input,
+        "backend": net.backend,
         "rules": ["stdp", "istdp", "normalization", "ip", "structural"],
         "rate_e": round(stats["rate_e"], 4),
         "rate_i": round(stats["rate_i"], 4),
@@ -80,7 +86,8 @@ def run(args: argparse.Namespace) -> dict:
 def format_report(result: dict) -> str:
     return (
         f"SORN {result['neurons_e']} E + {result['neurons_i']} I, {result['synapses']} E->E "
-        f"synapses, input {result['input']}: {result['steps_per_sec']:.0f} steps/s wall, "
+        f"synapses, input {result['input']}, {result['backend']}: "
+        f"{result['steps_per_sec']:.0f} steps/s wall, "
         f"{result['cpu_steps_per_sec']:.0f} steps/s CPU over {result['steps']} steps; "
         f"rate_e {result['rate_e']}, RAM {result['ram_bytes'] / 1e6:.2f} MB, "
         f"file {result['file_bytes'] / 1e6:.2f} MB"

@@ -12,11 +12,13 @@ Normalization of incoming weights is lazy: the effective weight is
 `raw[pre, post] * scale[post]`, so renormalizing a unit is one division of its scale
 rather than a pass over its column. Every RENORMALIZE_EVERY steps the scales are folded
 back and every column renormalized exactly, so rounding cannot pile up.
-docs/MODEL.md has the model, the defaults and their sources.
+The optional numba kernel (webapp/sorn/kernel.py) runs the same steps bit for bit;
+`backend` picks it. docs/MODEL.md has the model, the defaults and their sources.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,9 +31,25 @@ from webapp.sorn.randomness import BLOCK_STEPS, BlockDraws, block_draws, check_s
 RATE_WINDOW = 1000  # steps over which stats() reports the recent firing rates
 RENORMALIZE_EVERY = 1024  # steps between exact renormalizations (lazy scales folded back)
 HISTOGRAM_EDGES = np.logspace(-4, 0, 17)  # E->E weight histogram: 1e-4 .. 1, 4 bins a decade
-_EMPTY_SUM = 1e-12  # a unit whose incoming weights sum to less has no input to normalize
+EMPTY_SUM = 1e-12  # a unit whose incoming weights sum to less has no input to normalize
 
 Units = np.ndarray | Sequence[int] | None
+BACKENDS = ("auto", "numpy", "numba")
+
+
+def resolve_backend(backend: str) -> str:
+    """'numpy' or 'numba': "auto" means numba when it is installed (the `fast` extra)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numpy":
+        return backend
+    try:
+        importlib.import_module("webapp.sorn.kernel")
+    except ImportError:
+        if backend == "numba":
+            raise
+        return "numpy"
+    return "numba"
 
 
 @dataclass
@@ -84,6 +102,15 @@ def normalized_weights(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray
     return weights
 
 
+def column_sums(matrix: np.ndarray) -> np.ndarray:
+    """The sum of each column, adding the rows one after another (as the numba kernel does).
+    numpy reduces along a slow axis that way; a single column it would sum pairwise, so
+    that one is accumulated instead. Needs at least one row."""
+    if matrix.shape[1] > 1:
+        return np.add.reduce(matrix, axis=0)
+    return np.add.accumulate(matrix, axis=0)[-1]
+
+
 def padded_rows(exists: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per pre unit, the posts it reaches and the weights, padded with post n_post, 0."""
     n_pre, n_post = exists.shape
@@ -97,9 +124,12 @@ def padded_rows(exists: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
 class SORN:
     """One network with explicit state; `run` advances it, `plastic` freezes learning.
 
-    Not thread-safe: one owner (thread or worker process) per network."""
+    Not thread-safe: one owner (thread or worker process) per network. `backend` (see
+    resolve_backend) only changes the speed: both give the same spikes, weights and state."""
 
-    def __init__(self, config: SORNConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, config: SORNConfig | None = None, seed: int = 0, backend: str = "auto"
+    ) -> None:
         cfg = config if config is not None else SORNConfig()
         seed = check_seed(seed)
         rng = init_generator(seed)
@@ -122,13 +152,25 @@ class SORN:
             sum_ei=(ei_weights.sum(axis=0) > 0).astype(float),
             rate_counts=np.zeros((RATE_WINDOW, 2), dtype=np.int64),
         ))
+        self.backend = backend
 
     @classmethod
-    def from_arrays(cls, arrays: NetworkArrays) -> SORN:
+    def from_arrays(cls, arrays: NetworkArrays, backend: str = "auto") -> SORN:
         """A network continuing exactly from `arrays` (see `to_arrays`)."""
         net = cls.__new__(cls)
         net._load(arrays)
+        net.backend = backend
         return net
+
+    @property
+    def backend(self) -> str:
+        """"numpy" (the reference) or "numba" (the compiled kernel); set it to any of
+        BACKENDS, even mid-run: the results are the same, only the speed differs."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: str) -> None:
+        self._backend = resolve_backend(backend)
 
     def _load(self, a: NetworkArrays) -> None:
         cfg = a.config
@@ -161,7 +203,6 @@ class SORN:
         self._split = int(np.count_nonzero(a.x))  # fired[:split] are E units
         self._counts = a.rate_counts.astype(np.int64)
         self._draws: BlockDraws | None = None
-        self._ones = np.ones(n_t)
         self._n_total = n_t
 
     def to_arrays(self) -> NetworkArrays:
@@ -190,18 +231,20 @@ class SORN:
         (steps, n_e + n_i), E units first, or None when `record` is False."""
         entries = [None] * inputs if isinstance(inputs, int) else list(inputs)
         checked = self._check_inputs(entries)
-        if not record:
+        spikes = np.empty((len(checked), self._n_total), dtype=bool) if record else None
+        if self.backend == "numba":
+            self._run_compiled(checked, spikes)
+        elif spikes is None:
             for units in checked:
                 self._advance(units)
-            return None
-        spikes = np.empty((len(checked), self._n_total), dtype=bool)
-        for k, units in enumerate(checked):
-            spikes[k] = self._advance(units)
+        else:
+            for k, units in enumerate(checked):
+                spikes[k] = self._advance(units)
         return spikes
 
     def step(self, units: Units = None) -> np.ndarray:
         """One step; returns the new spikes as bool (n_e + n_i,), E units first."""
-        return self._advance(self._check_inputs([units])[0]).copy()
+        return self.run([units])[0]
 
     def _check_inputs(self, entries: list[Units]) -> list[np.ndarray | None]:
         """Entries as int arrays, all checked before the network moves."""
@@ -213,27 +256,60 @@ class SORN:
             raise ValueError(f"input units must lie in [0, {self.config.n_e})")
         return [None if units is None else np.asarray(units, dtype=np.intp) for units in entries]
 
+    def _start_step(self) -> BlockDraws:
+        """The draws of step t's block; renormalizes exactly when it is due at step t."""
+        cfg = self.config
+        draws = self._draws
+        if draws is None or draws.block != self.t // BLOCK_STEPS:
+            draws = self._draws = block_draws(
+                self.seed, self.t // BLOCK_STEPS, cfg.n_e, cfg.n_i,
+                cfg.noise_sigma, cfg.noise_sigma_i,
+            )
+        if self.plastic and self.t % RENORMALIZE_EVERY == 0 and cfg.normalization:
+            self._renormalize_exactly()
+        return draws
+
+    def _run_compiled(self, checked: list[np.ndarray | None], spikes: np.ndarray | None) -> None:
+        """`run` through the numba kernel, one call per stretch of steps within a block of
+        draws (exact renormalization falls on block starts, as BLOCK_STEPS divides it)."""
+        from webapp.sorn.kernel import rules_for, run_steps
+
+        sizes = [0 if units is None else units.size for units in checked]
+        starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.intp)])
+        units = np.concatenate([np.zeros(0, np.intp), *(u for u in checked if u is not None)])
+        rules = rules_for(self.config, self.plastic)
+        no_spikes = np.empty((0, self._n_total), dtype=bool)
+        done = 0
+        while done < len(checked):
+            draws = self._start_step()
+            offset = self.t % BLOCK_STEPS
+            steps = min(len(checked) - done, BLOCK_STEPS - offset)
+            run_steps(
+                rules, self._w_out, self._gate_out, self._ei_post, self._ei_w, self._scales,
+                self._sums, self._thresholds, self._state, self._counts,
+                draws.noise, draws.add_synapse, draws.candidates, draws.fallback,
+                offset, self.t, starts[done : done + steps + 1], units,
+                no_spikes if spikes is None else spikes[done : done + steps], spikes is not None,
+            )
+            self.t += steps
+            done += steps
+        self._fired = self._state.nonzero()[0]
+        self._split = int(self._fired.searchsorted(self.config.n_e))
+
     def _advance(self, units: np.ndarray | None) -> np.ndarray:
         """Compute x(t+1), y(t+1), apply the plasticity rules; return the new state."""
         cfg = self.config
         n_e = cfg.n_e
         offset = self.t % BLOCK_STEPS
-        draws = self._draws
-        if draws is None or draws.block != self.t // BLOCK_STEPS:
-            draws = self._draws = block_draws(
-                self.seed, self.t // BLOCK_STEPS, n_e, cfg.n_i,
-                cfg.noise_sigma, cfg.noise_sigma_i,
-            )
+        draws = self._start_step()
         learning = self.plastic
-        if learning and self.t % RENORMALIZE_EVERY == 0 and cfg.normalization:
-            self._renormalize_exactly()
 
-        ones = self._ones
         e_prev = self._fired[: self._split]
         i_prev = self._fired[self._split :] - n_e
-        # Input from the E units that fired at t, to every E and I unit.
+        # Input from the E units that fired at t, to every E and I unit (n_e + n_i > 1
+        # columns, so this adds the rows in order; see column_sums).
         sent = self._w_out[e_prev]  # raw weights from the E units that fired at t
-        drive = np.dot(ones[: e_prev.size], sent)
+        drive = np.add.reduce(sent, axis=0)
         drive *= self._scale
         inhibitors = self._ei_post[i_prev]
         inhibition_rows = self._ei_w[i_prev]
@@ -300,14 +376,13 @@ class SORN:
         eta = cfg.eta_stdp
         gates = self._gate_out.reshape(-1)
         weights = self._w_out.reshape(-1)
-        ones = self._ones
         # Potentiation: pre fired at t, post fires at t+1.
         places = np.add.outer(e_prev * self._n_total, e_fired)
         scale = self._scale[e_fired]
         gain = gates.take(places) * (eta / scale)
         weights[places] = sent.take(e_fired, axis=1) + gain
         if growth is not None:
-            growth[e_fired] = np.dot(ones[: e_prev.size], gain) * scale
+            growth[e_fired] = column_sums(gain) * scale
         # Depression: post fired at t, pre fires at t+1.
         places = np.add.outer(e_fired * self._n_total, e_prev)
         present = gates.take(places)
@@ -324,7 +399,7 @@ class SORN:
         weights[places] = new
         if growth is not None:
             new -= old
-            growth[e_prev] += np.dot(ones[: e_fired.size], new) * scale
+            growth[e_prev] += column_sums(new) * scale
 
     def _free_place(self, draws: BlockDraws, offset: int) -> tuple[int, int] | None:
         """A uniformly random (pre, post) place without an E->E synapse, pre != post."""
@@ -367,7 +442,7 @@ class SORN:
     def _normalize(self, growth: np.ndarray) -> None:
         """Scale each unit's inputs back to sum 1 (a unit with no input stays at 0)."""
         growth += self._sums
-        nonzero = growth > _EMPTY_SUM
+        nonzero = growth > EMPTY_SUM
         scales = self._scales[: growth.size]
         np.divide(scales, growth, out=scales, where=nonzero)
         self._sums[:] = nonzero

@@ -1,0 +1,132 @@
+"""The numba kernel is the numpy engine, faster: same seed and inputs give the same spikes,
+weights, thresholds and every other piece of state, bit for bit."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from webapp.sorn import SORN, SORNConfig, TokenEncoder, load_network
+from webapp.sorn.network import resolve_backend
+
+RULES = ("stdp", "istdp", "normalization", "ip", "structural")
+
+
+def twins(config: SORNConfig | None = None, seed: int = 0) -> tuple[SORN, SORN]:
+    return SORN(config, seed=seed, backend="numpy"), SORN(config, seed=seed, backend="numba")
+
+
+def token_inputs(n_e: int, steps: int, seed: int = 0) -> list[np.ndarray]:
+    ranks = np.random.default_rng(seed).zipf(1.3, size=steps) % 2000
+    return TokenEncoder(n_e=n_e, units_per_token=10, seed=seed).inputs(f"w{r}" for r in ranks)
+
+
+def assert_same_state(reference: SORN, compiled: SORN) -> None:
+    """Every field of the saved state is exactly equal (no tolerance)."""
+    expected, actual = reference.to_arrays(), compiled.to_arrays()
+    for field in dataclasses.fields(expected):
+        want, got = getattr(expected, field.name), getattr(actual, field.name)
+        if isinstance(want, np.ndarray):
+            assert want.dtype == got.dtype, field.name
+            assert np.array_equal(want, got), field.name
+        else:
+            assert want == got, field.name
+
+
+@pytest.mark.parametrize("with_tokens", [True, False], ids=["tokens", "spontaneous"])
+def test_twenty_thousand_steps_with_all_rules_match_exactly(with_tokens):
+    reference, compiled = twins(seed=3)
+    inputs = token_inputs(300, 20_000) if with_tokens else 20_000
+    spikes = reference.run(inputs)
+    assert np.array_equal(spikes, compiled.run(inputs))
+    assert 0.05 < spikes[-1000:, :300].mean() < 0.2  # a living network, not a silent one
+    assert_same_state(reference, compiled)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_each_rule_switched_off_matches(rule):
+    reference, compiled = twins(SORNConfig(n_e=120, n_i=30, **{rule: False}), seed=5)
+    inputs = token_inputs(120, 2_500, seed=1)  # crosses two exact renormalizations
+    assert np.array_equal(reference.run(inputs), compiled.run(inputs))
+    assert_same_state(reference, compiled)
+
+
+def test_frozen_network_matches_and_stays_frozen():
+    reference, compiled = twins(SORNConfig(n_e=120, n_i=30), seed=6)
+    reference.run(700, record=False)
+    compiled.run(700, record=False)
+    reference.plastic = compiled.plastic = False
+    weights = compiled.w_ee
+    inputs = token_inputs(120, 1_500)
+    assert np.array_equal(reference.run(inputs), compiled.run(inputs))
+    assert_same_state(reference, compiled)
+    assert np.array_equal(compiled.w_ee, weights)
+
+
+def test_runs_split_anyhow_match_one_reference_run():
+    reference, compiled = twins(SORNConfig(n_e=120, n_i=30), seed=7)
+    inputs = token_inputs(120, 3_000)
+    expected = reference.run(inputs)
+    pieces, start = [], 0
+    for size in (1, 255, 2, 300, 1024, 17):
+        pieces.append(compiled.run(inputs[start : start + size]))
+        start += size
+    pieces.append(compiled.step(inputs[start])[None])
+    compiled.run(inputs[start + 1 :], record=False)
+    assert np.array_equal(np.concatenate(pieces), expected[: start + 1])
+    assert_same_state(reference, compiled)
+
+
+@pytest.mark.parametrize("first, second", [("numba", "numpy"), ("numpy", "numba")])
+def test_saved_by_one_backend_continues_identically_in_the_other(tmp_path, first, second):
+    config = SORNConfig(n_e=120, n_i=30)
+    inputs = token_inputs(120, 3_000)
+    uninterrupted = SORN(config, seed=8, backend=second)
+    expected = uninterrupted.run(inputs)
+    saver = SORN(config, seed=8, backend=first)
+    saver.run(inputs[:1_100], record=False)
+    saver.save(tmp_path / "net.npz")
+    loaded = load_network(tmp_path / "net.npz")
+    loaded.backend = second
+    assert np.array_equal(loaded.run(inputs[1_100:]), expected[1_100:])
+    assert_same_state(uninterrupted, loaded)
+
+
+def test_backend_can_change_mid_run():
+    reference, switching = twins(SORNConfig(n_e=120, n_i=30), seed=9)
+    inputs = token_inputs(120, 2_000)
+    expected = reference.run(inputs)
+    first = switching.run(inputs[:700])
+    switching.backend = "numpy"
+    assert np.array_equal(np.concatenate([first, switching.run(inputs[700:])]), expected)
+
+
+def test_noisy_inhibition_and_repeated_input_units_match():
+    """Noise on I units (Zheng 2013) and an entry naming a unit twice (numpy adds once)."""
+    config = SORNConfig(n_e=100, n_i=20, noise_sigma_i=0.2, input_gain=0.7)
+    reference, compiled = twins(config, seed=10)
+    inputs = [[3, 3, 50], None, [], np.array([7, 8, 7, 7])] * 500
+    assert np.array_equal(reference.run(inputs), compiled.run(inputs))
+    assert_same_state(reference, compiled)
+
+
+def test_bursts_and_crowded_small_networks_match():
+    """Strong input makes most units fire at once; a nearly full E->E matrix sends new
+    synapses to the fallback that scans every free place, or finds none."""
+    burst = [np.arange(0, 90, dtype=np.intp), None, None, [5]] * 400
+    reference, compiled = twins(SORNConfig(n_e=100, n_i=25, input_gain=3.0), seed=11)
+    assert np.array_equal(reference.run(burst), compiled.run(burst))
+    assert_same_state(reference, compiled)
+
+    crowded = SORNConfig(n_e=8, n_i=2, ee_inputs_per_unit=7, p_add=1.0, eta_stdp=0.05)
+    reference, compiled = twins(crowded, seed=12)
+    assert np.array_equal(reference.run(3_000), compiled.run(3_000))
+    assert_same_state(reference, compiled)
+
+
+def test_backend_choice():
+    assert resolve_backend("auto") == "numba"  # numba is installed with the test extra
+    assert resolve_backend("numpy") == "numpy"
+    assert SORN(SORNConfig(n_e=10, n_i=2)).backend == "numba"
+    with pytest.raises(ValueError, match="backend"):
+        SORN(SORNConfig(n_e=10, n_i=2), backend="gpu")
