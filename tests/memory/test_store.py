@@ -1,0 +1,83 @@
+"""The SQLite store: users, conversations and messages, all scoped to one user."""
+
+import sqlite3
+
+import pytest
+
+from webapp.memory import Store
+from webapp.memory.store import NewEpisode
+
+
+def test_users_are_created_found_and_unique(store):
+    ada = store.create_user("ada", "h1", is_admin=True)
+    bob = store.create_user("bob", "h2")
+    assert store.count_users() == 2
+    assert store.get_user("ada") | {"created_at": 0} == {
+        "id": ada, "username": "ada", "password_hash": "h1", "is_admin": True, "created_at": 0}
+    assert store.get_user_by_id(bob)["username"] == "bob"
+    assert store.get_user("nobody") is None and store.get_user_by_id(999) is None
+    with pytest.raises(ValueError, match="taken"):
+        store.create_user("ada", "h3")
+
+
+def test_conversations_and_messages_round_trip_with_meta(store):
+    user = store.create_user("ada", "h")
+    conversation = store.create_conversation(user, "Trip plans")
+    first = store.add_message(user, conversation, "user", "Where to hike?")
+    second = store.add_message(user, conversation, "assistant", "", status="streaming",
+                               meta={"recalled": [1, 2]})
+    store.update_message(user, second, text="The Alps.", status="complete",
+                         meta={"recalled": [1], "error": None})
+    messages = store.list_messages(user, conversation)
+    assert [m["id"] for m in messages] == [first, second]
+    assert messages[1]["text"] == "The Alps." and messages[1]["status"] == "complete"
+    assert messages[1]["meta"] == {"recalled": [1], "error": None}
+    assert store.get_message(user, first)["meta"] is None
+    assert [c["id"] for c in store.list_conversations(user)] == [conversation]
+    assert store.get_conversation(user, conversation)["title"] == "Trip plans"
+
+
+def test_another_users_ids_reach_nothing(store):
+    ada, bob = store.create_user("ada", "h"), store.create_user("bob", "h")
+    conversation = store.create_conversation(ada, "secret")
+    message = store.add_message(ada, conversation, "user", "my secret")
+    (episode,) = store.add_episodes(ada, [NewEpisode("my secret", ["secret"])])
+    assert store.get_conversation(bob, conversation) is None
+    assert store.list_messages(bob, conversation) == []
+    assert store.get_message(bob, message) is None
+    assert store.list_conversations(bob) == []
+    assert store.get_episodes(bob, [episode]) == {}
+    assert store.postings(bob, ["secret"]) == {}
+    assert store.delete_episode(bob, episode) is False
+    with pytest.raises(KeyError):
+        store.add_message(bob, conversation, "user", "intrusion")
+    with pytest.raises(KeyError):
+        store.update_message(bob, message, text="changed")
+    assert store.get_message(ada, message)["text"] == "my secret"
+    assert set(store.get_episodes(ada, [episode])) == {episode}
+
+
+def test_postings_survive_many_blocks_and_deletes(store):
+    user = store.create_user("ada", "h")
+    ids = store.add_episodes(user, [NewEpisode(f"cat {i}", ["cat", str(i)]) for i in range(300)])
+    ids += [store.add_episodes(user, [NewEpisode("cat again", ["cat", "again"])])[0]]
+    for victim in ids[::7]:
+        assert store.delete_episode(user, victim)
+    kept = [i for i in ids if i not in ids[::7]]
+    assert store.postings(user, ["cat"])["cat"]["episode"].tolist() == kept
+    assert store.totals(user) == (len(kept), 2 * len(kept))
+    assert set(store.postings(user, ["cat", "0", "again"])) == {"cat", "again"}
+
+
+def test_database_uses_wal_and_a_versioned_schema(tmp_path):
+    Store(tmp_path / "m.db").close()
+    reopened = Store(tmp_path / "m.db")
+    assert reopened.schema_version() == 1
+    conn = sqlite3.connect(tmp_path / "m.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.execute("UPDATE schema_version SET version = 99")
+    conn.commit()
+    conn.close()
+    reopened.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        Store(tmp_path / "m.db")

@@ -1,0 +1,151 @@
+"""The user's SORN as the memory uses it: learning episodes, reading out what it makes
+of a query, snapshots on disk.
+
+Storing an episode presents each token's unit assembly for `STEPS_PER_TOKEN` steps, in
+order, with plasticity on, so STDP strengthens synapses from one token's assembly to the
+next one's. The E-activity while an episode is presented is kept as its trace (spike
+counts per E unit, uint8). Recall asks the network two things about a query: what its
+learned weights predict (the input the query's assemblies send through the weight changes
+plasticity has made: `learned_drive`), and what its dynamics do (each token's assembly is
+driven for a step on a frozen copy, no weight change and the live network untouched, then
+the network runs free and the evoked spikes are read out: `evoke`).
+
+Snapshot files are named by the last episode they include ("user7-ep1234.npz"), written
+atomically; on open the newest readable one is loaded and the episodes stored after it
+are presented again, which reproduces the network exactly (the SORN's random draws
+depend only on its seed and step counter).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from webapp.sorn import SORN, NetworkFileError, SORNConfig, TokenEncoder, load_network
+
+SpikeCallback = Callable[[int, np.ndarray], None]
+
+NETWORK_SEED = 0  # one seed for every user: an imported memory relearns the same network
+ENCODER_SEED = 0
+UNITS_PER_TOKEN = 10
+STEPS_PER_TOKEN = 1
+SETTLE_STEPS = 1  # free steps after each episode: its last token's assembly drives the network
+MAX_TOKENS_PRESENTED = 200  # longer episodes teach the network their first tokens only
+MAX_QUERY_TOKENS = 16  # distinct query tokens presented when recalling
+EVOKE_STEPS = 2  # free steps after each query token, read out as the network's response
+_SNAPSHOT = re.compile(r"user(\d+)-ep(\d+)\.npz")
+
+
+class EpisodeNetwork:
+    """One user's SORN, its token encoder and its snapshot files."""
+
+    def __init__(self, user_id: int, directory: str | Path, config: SORNConfig | None = None):
+        self.user_id = user_id
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.net, self.last_episode_id = self._load_newest(config or SORNConfig())
+        self.config = self.net.config  # a snapshot keeps the config it was made with
+        self.encoder = TokenEncoder(self.config.n_e, UNITS_PER_TOKEN, ENCODER_SEED)
+
+    # -- snapshots ------------------------------------------------------------------
+
+    def _snapshots(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.directory.glob(f"user{self.user_id}-ep*.npz"):
+            match = _SNAPSHOT.fullmatch(path.name)
+            if match and int(match.group(1)) == self.user_id:
+                found.append((int(match.group(2)), path))
+        return sorted(found, reverse=True)
+
+    def _load_newest(self, config: SORNConfig) -> tuple[SORN, int]:
+        for episode_id, path in self._snapshots():
+            try:
+                return load_network(path), episode_id
+            except NetworkFileError:
+                continue  # a damaged snapshot: fall back to an older one, then replay
+        return SORN(config, seed=NETWORK_SEED), 0
+
+    def save(self, last_episode_id: int) -> None:
+        """Snapshot the network as including every episode up to `last_episode_id`."""
+        path = self.directory / f"user{self.user_id}-ep{last_episode_id}.npz"
+        self.net.save(path)
+        self.last_episode_id = last_episode_id
+        for _, older in self._snapshots():
+            if older != path:
+                older.unlink(missing_ok=True)
+
+    # -- presenting tokens ----------------------------------------------------------
+
+    def _inputs(self, tokens: Iterable[str]) -> list[np.ndarray | None]:
+        inputs: list[np.ndarray | None] = []
+        for token in list(tokens)[:MAX_TOKENS_PRESENTED]:
+            inputs.extend([self.encoder.units(token)] * STEPS_PER_TOKEN)
+        inputs.extend([None] * SETTLE_STEPS)
+        return inputs
+
+    def learn(self, tokens: list[str], on_spikes: SpikeCallback | None = None,
+              record: bool = True) -> bytes | None:
+        """Present an episode (the network learns it unless frozen); returns its trace, or
+        None when not recorded (replay after a restart needs no trace)."""
+        first_step = self.net.t
+        spikes = self.net.run(self._inputs(tokens), record=record or on_spikes is not None)
+        if spikes is None:
+            return None
+        if on_spikes is not None:
+            on_spikes(first_step, spikes)
+        return trace_of(spikes[:, : self.config.n_e]).tobytes() if record else None
+
+    def learned_drive(self, tokens: list[str]) -> np.ndarray:
+        """What plasticity has taught the network about the query: the input each E unit
+        receives through the change of the E->E weights since the network was created
+        (W_EE now minus W_EE at birth, which the seed reproduces) when the query's
+        assemblies fire. Deterministic, and zero for a network that never learned; the
+        query's own units are left out (float, n_e)."""
+        active = np.zeros(self.net.config.n_e)
+        for units in self._assemblies(tokens):
+            active[units] += 1.0
+        drive = (self.net.w_ee - initial_weights(self.net.config)) @ active
+        drive[active > 0] = 0.0
+        return drive
+
+    def _assemblies(self, tokens: list[str]) -> list[np.ndarray]:
+        return [self.encoder.units(t) for t in dict.fromkeys(tokens)][:MAX_QUERY_TOKENS]
+
+    def evoke(self, tokens: list[str], on_spikes: SpikeCallback | None = None) -> np.ndarray:
+        """What the query makes the network do beyond its input: each query token drives
+        its assembly for one step on a frozen copy, then the network runs free for
+        EVOKE_STEPS steps; returns the spike counts of E units outside the query's
+        assemblies during those free steps (float, n_e)."""
+        frozen = copy.deepcopy(self.net)
+        frozen.plastic = False
+        assemblies = self._assemblies(tokens)
+        inputs: list[np.ndarray | None] = []
+        for units in assemblies:
+            inputs.extend([units] + [None] * EVOKE_STEPS)
+        first_step = frozen.t
+        spikes = frozen.run(inputs)
+        if on_spikes is not None:
+            on_spikes(first_step, spikes)
+        free = np.array([units is None for units in inputs])
+        evoked = spikes[free, : self.config.n_e].sum(axis=0).astype(np.float64)
+        if assemblies:
+            evoked[np.concatenate(assemblies)] = 0.0
+        return evoked
+
+
+@lru_cache(maxsize=4)
+def initial_weights(config: SORNConfig) -> np.ndarray:
+    """E->E weights [post, pre] of a new network: every user's network starts from these."""
+    weights = SORN(config, seed=NETWORK_SEED).w_ee
+    weights.flags.writeable = False
+    return weights
+
+
+def trace_of(e_spikes: np.ndarray) -> np.ndarray:
+    """Spike counts per E unit over an episode, uint8 (saturating)."""
+    return np.minimum(e_spikes.sum(axis=0), 255).astype(np.uint8)

@@ -1,0 +1,618 @@
+"""The SQLite store: users, conversations, messages, episodes and the inverted index.
+
+All SQL of the project lives here, behind one connection factory (`Store._connection`),
+so a move to PostgreSQL touches one module. Statements are portable SQL (`ON CONFLICT`,
+no SQLite functions); only the DDL in `_MIGRATIONS` uses SQLite's `WITHOUT ROWID`.
+
+Every query that touches user data has `user_id = ?` in its WHERE clause: there is no
+statement that can return another user's row, whatever ids a caller passes.
+
+The inverted index is our own postings table: for each (user, token) a few blocks of
+up to `BLOCK_SIZE` postings (episode id, term count, episode length) packed as one
+BLOB per block. A query reads one row per block of its tokens, so recall costs
+grow with the postings of the query's tokens, never with a scan of the episodes, and
+an idle user's index stays on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from webapp.memory.tokenizer import token_id
+
+BLOCK_SIZE = 128
+POSTING = np.dtype([("episode", "<i8"), ("tf", "<u2"), ("length", "<u2")])
+
+_MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        title TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX conversations_by_user ON conversations(user_id, updated_at);
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        text TEXT NOT NULL,
+        status TEXT NOT NULL,
+        meta TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages(user_id, conversation_id, seq);
+    CREATE TABLE episodes (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        conversation_id TEXT,
+        role TEXT NOT NULL,
+        text TEXT NOT NULL,
+        tokens TEXT NOT NULL,
+        timestamp REAL NOT NULL,
+        importance REAL NOT NULL,
+        recall_count INTEGER NOT NULL DEFAULT 0,
+        last_recalled_at REAL,
+        external_id TEXT,
+        seq INTEGER NOT NULL,
+        trace BLOB
+    );
+    CREATE INDEX episodes_by_seq ON episodes(user_id, seq);
+    CREATE INDEX episodes_by_user ON episodes(user_id, id);
+    CREATE INDEX episodes_by_external_id ON episodes(user_id, external_id);
+    CREATE INDEX episodes_by_conversation ON episodes(user_id, conversation_id, id);
+    CREATE INDEX episodes_by_importance ON episodes(user_id, importance);
+    CREATE TABLE postings (
+        user_id INTEGER NOT NULL,
+        token_id INTEGER NOT NULL,
+        first_episode INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (user_id, token_id, first_episode)
+    ) WITHOUT ROWID;
+    CREATE TABLE memory_totals (
+        user_id INTEGER PRIMARY KEY,
+        episodes INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        traced INTEGER NOT NULL,
+        trace_sum BLOB,
+        faded_at REAL
+    );
+    """,
+]
+
+_EPISODE_COLUMNS = (
+    "id, conversation_id, role, text, tokens, timestamp, importance, recall_count, "
+    "external_id, seq, trace"
+)
+
+
+@dataclass
+class NewEpisode:
+    """An episode about to be written; `tokens` are the tokenizer's output."""
+
+    text: str
+    tokens: list[str]
+    role: str = "user"
+    conversation_id: str | None = None
+    timestamp: float | None = None
+    importance: float = 0.5
+    recall_count: int = 0
+    external_id: str | None = None
+    trace: bytes | None = None
+    gap: int = 1  # positions after the previous episode (an import keeps deleted gaps)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _message_row(row: sqlite3.Row) -> dict:
+    message = dict(row)
+    message.pop("seq", None)
+    message.pop("user_id", None)
+    message["meta"] = json.loads(message["meta"]) if message["meta"] is not None else None
+    return message
+
+
+def _episode_row(row: sqlite3.Row) -> dict:
+    episode = dict(row)
+    episode["tokens"] = episode["tokens"].split(" ") if episode["tokens"] else []
+    return episode
+
+
+class Store:
+    """One SQLite database (WAL) shared by all users; a connection per thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+
+    # -- the connection factory ------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this store opened (all threads)."""
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _migrate(self) -> None:
+        with self._transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            version = row["version"] if row else 0
+            if version > len(_MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path}: schema version {version} is newer than this code "
+                    f"({len(_MIGRATIONS)})"
+                )
+            for script in _MIGRATIONS[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            if row is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (len(_MIGRATIONS),))
+            else:
+                conn.execute("UPDATE schema_version SET version = ?", (len(_MIGRATIONS),))
+
+    def schema_version(self) -> int:
+        return self._connection().execute("SELECT version FROM schema_version").fetchone()[0]
+
+    # -- users ----------------------------------------------------------------------
+
+    def create_user(self, username: str, password_hash: str, is_admin: bool = False) -> int:
+        """Raises ValueError when the username is taken."""
+        try:
+            with self._transaction() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO users (username, password_hash, is_admin, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (username, password_hash, int(is_admin), _now()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"username {username!r} is taken") from exc
+        return int(cursor.lastrowid)
+
+    def _user(self, where: str, value: object) -> dict | None:
+        row = self._connection().execute(
+            f"SELECT id, username, password_hash, is_admin, created_at FROM users WHERE {where}",
+            (value,),
+        ).fetchone()
+        if row is None:
+            return None
+        user = dict(row)
+        user["is_admin"] = bool(user["is_admin"])
+        return user
+
+    def get_user(self, username: str) -> dict | None:
+        return self._user("username = ?", username)
+
+    def get_user_by_id(self, user_id: int) -> dict | None:
+        return self._user("id = ?", user_id)
+
+    def count_users(self) -> int:
+        return self._connection().execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+    # -- conversations and messages -------------------------------------------------
+
+    def create_conversation(self, user_id: int, title: str) -> str:
+        conversation_id = uuid.uuid4().hex
+        now = _now()
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO conversations (id, user_id, title, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (conversation_id, user_id, title, now, now),
+            )
+        return conversation_id
+
+    def list_conversations(self, user_id: int) -> list[dict]:
+        rows = self._connection().execute(
+            "SELECT id, title, created_at, updated_at FROM conversations WHERE user_id = ? "
+            "ORDER BY updated_at DESC, created_at DESC",
+            (user_id,),
+        )
+        return [dict(row) for row in rows]
+
+    def get_conversation(self, user_id: int, conversation_id: str) -> dict | None:
+        row = self._connection().execute(
+            "SELECT id, title, created_at, updated_at FROM conversations "
+            "WHERE user_id = ? AND id = ?",
+            (user_id, conversation_id),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def add_message(
+        self,
+        user_id: int,
+        conversation_id: str,
+        role: str,
+        text: str,
+        status: str = "complete",
+        meta: dict | None = None,
+    ) -> str:
+        """Raises KeyError when the conversation is not this user's."""
+        message_id = uuid.uuid4().hex
+        now = _now()
+        with self._transaction() as conn:
+            updated = conn.execute(
+                "UPDATE conversations SET updated_at = ? WHERE user_id = ? AND id = ?",
+                (now, user_id, conversation_id),
+            ).rowcount
+            if not updated:
+                raise KeyError(f"no conversation {conversation_id!r}")
+            seq = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages "
+                "WHERE user_id = ? AND conversation_id = ?",
+                (user_id, conversation_id),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO messages (id, seq, user_id, conversation_id, role, text, status, "
+                "meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (message_id, seq, user_id, conversation_id, role, text, status,
+                 None if meta is None else json.dumps(meta), now),
+            )
+        return message_id
+
+    def update_message(
+        self,
+        user_id: int,
+        message_id: str,
+        text: str | None = None,
+        status: str | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        """Changes only the given fields; raises KeyError when the message is not this user's."""
+        changes = {"text": text, "status": status,
+                   "meta": None if meta is None else json.dumps(meta)}
+        changes = {column: value for column, value in changes.items() if value is not None}
+        with self._transaction() as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM messages WHERE user_id = ? AND id = ?", (user_id, message_id)
+            ).fetchone()
+            if exists is None:
+                raise KeyError(f"no message {message_id!r}")
+            if changes:
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                conn.execute(
+                    f"UPDATE messages SET {assignments} WHERE user_id = ? AND id = ?",
+                    (*changes.values(), user_id, message_id),
+                )
+
+    def get_message(self, user_id: int, message_id: str) -> dict | None:
+        row = self._connection().execute(
+            "SELECT * FROM messages WHERE user_id = ? AND id = ?", (user_id, message_id)
+        ).fetchone()
+        return _message_row(row) if row else None
+
+    def list_messages(self, user_id: int, conversation_id: str) -> list[dict]:
+        rows = self._connection().execute(
+            "SELECT * FROM messages WHERE user_id = ? AND conversation_id = ? ORDER BY seq",
+            (user_id, conversation_id),
+        )
+        return [_message_row(row) for row in rows]
+
+    # -- episodes and the index -----------------------------------------------------
+
+    def add_episodes(self, user_id: int, episodes: list[NewEpisode]) -> list[int]:
+        """Write episodes and their postings in one transaction; returns their ids."""
+        ids = []
+        postings: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        with self._transaction() as conn:
+            totals = _Totals.read(conn, user_id)
+            for episode in episodes:
+                totals.last_seq += max(1, int(episode.gap))
+                cursor = conn.execute(
+                    "INSERT INTO episodes (user_id, conversation_id, role, text, tokens, "
+                    "timestamp, importance, recall_count, external_id, seq, trace) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (user_id, episode.conversation_id, episode.role, episode.text,
+                     " ".join(episode.tokens),
+                     _now() if episode.timestamp is None else float(episode.timestamp),
+                     float(episode.importance), episode.recall_count, episode.external_id,
+                     totals.last_seq, episode.trace),
+                )
+                episode_id = int(cursor.lastrowid)
+                ids.append(episode_id)
+                counts = Counter(episode.tokens)
+                length = min(len(episode.tokens), 65535)
+                for token, tf in counts.items():
+                    postings[token].append((episode_id, min(tf, 65535), length))
+                totals.add(len(episode.tokens), episode.trace, +1)
+            for token, entries in postings.items():
+                self._append_postings(conn, user_id, token_id(token), entries)
+            totals.write(conn, user_id)
+        return ids
+
+    @staticmethod
+    def _append_postings(conn, user_id: int, token_id: int, entries: list) -> None:
+        new = np.array(entries, dtype=POSTING)
+        last = conn.execute(
+            "SELECT first_episode, data FROM postings WHERE user_id = ? AND token_id = ? "
+            "ORDER BY first_episode DESC LIMIT 1",
+            (user_id, token_id),
+        ).fetchone()
+        if last is not None and len(last["data"]) < BLOCK_SIZE * POSTING.itemsize:
+            room = BLOCK_SIZE - len(last["data"]) // POSTING.itemsize
+            conn.execute(
+                "UPDATE postings SET data = ? WHERE user_id = ? AND token_id = ? "
+                "AND first_episode = ?",
+                (last["data"] + new[:room].tobytes(), user_id, token_id, last["first_episode"]),
+            )
+            new = new[room:]
+        conn.executemany(
+            "INSERT INTO postings (user_id, token_id, first_episode, data) VALUES (?, ?, ?, ?)",
+            [(user_id, token_id, int(block["episode"][0]), block.tobytes())
+             for block in np.split(new, range(BLOCK_SIZE, len(new), BLOCK_SIZE)) if len(block)],
+        )
+
+    def delete_episode(self, user_id: int, episode_id: int) -> bool:
+        """Remove an episode and its postings; False when the user has no such episode."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT tokens, trace FROM episodes WHERE user_id = ? AND id = ?",
+                (user_id, episode_id),
+            ).fetchone()
+            if row is None:
+                return False
+            tokens = row["tokens"].split(" ") if row["tokens"] else []
+            for token in set(tokens):
+                block = conn.execute(
+                    "SELECT first_episode, data FROM postings WHERE user_id = ? AND token_id = ? "
+                    "AND first_episode <= ? ORDER BY first_episode DESC LIMIT 1",
+                    (user_id, token_id(token), episode_id),
+                ).fetchone()
+                entries = np.frombuffer(block["data"], dtype=POSTING)
+                kept = entries[entries["episode"] != episode_id]
+                key = (user_id, token_id(token), block["first_episode"])
+                conn.execute("DELETE FROM postings WHERE user_id = ? AND token_id = ? "
+                             "AND first_episode = ?", key)
+                if len(kept):
+                    conn.execute("INSERT INTO postings (user_id, token_id, first_episode, data) "
+                                 "VALUES (?, ?, ?, ?)",
+                                 (user_id, key[1], int(kept["episode"][0]), kept.tobytes()))
+            totals = _Totals.read(conn, user_id)
+            totals.add(len(tokens), row["trace"], -1)
+            totals.write(conn, user_id)
+            conn.execute("DELETE FROM episodes WHERE user_id = ? AND id = ?",
+                         (user_id, episode_id))
+        return True
+
+    def postings(self, user_id: int, tokens: Iterable[str]) -> dict[str, np.ndarray]:
+        """Postings (episode, tf, length) of each token that the user's episodes contain."""
+        by_id = {token_id(token): token for token in tokens}
+        if not by_id:
+            return {}
+        marks = ", ".join("?" * len(by_id))
+        rows = self._connection().execute(
+            f"SELECT token_id, data FROM postings WHERE user_id = ? AND token_id IN ({marks}) "
+            "ORDER BY token_id, first_episode",
+            (user_id, *by_id),
+        )
+        blocks: dict[str, list[bytes]] = defaultdict(list)
+        for row in rows:
+            blocks[by_id[row[0]]].append(row[1])
+        return {token: np.frombuffer(b"".join(data), dtype=POSTING)
+                for token, data in blocks.items()}
+
+    def totals(self, user_id: int) -> tuple[int, int]:
+        """(number of episodes, number of tokens) of the user's memory."""
+        totals = _Totals.read(self._connection(), user_id)
+        return totals.episodes, totals.tokens
+
+    def mean_trace(self, user_id: int) -> np.ndarray | None:
+        """The average network trace of the user's episodes (None before the first)."""
+        totals = _Totals.read(self._connection(), user_id)
+        if totals.trace_sum is None or not totals.traced:
+            return None
+        return totals.trace_sum / totals.traced
+
+    def seqs(self, user_id: int, episode_ids: Iterable[int]) -> dict[int, int]:
+        """episode id -> its position in the user's stream."""
+        ids = [int(i) for i in episode_ids]
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        rows = self._connection().execute(
+            # "+user_id": look the ids up by primary key, then check the owner (without
+            # it SQLite scans the user's whole (user_id, seq) index).
+            f"SELECT id, seq FROM episodes WHERE +user_id = ? AND id IN ({marks})",
+            (user_id, *ids),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def episodes_at(self, user_id: int, seqs: Iterable[int]) -> dict[int, dict]:
+        """Episodes by their position in the user's stream: seq -> {id, seq,
+        conversation_id, importance, trace}. Neighbouring turns are seq +- 1, 2, ..."""
+        wanted = sorted({int(s) for s in seqs})
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        rows = self._connection().execute(
+            f"SELECT id, seq, conversation_id, importance, trace FROM episodes WHERE user_id = ? "
+            f"AND seq IN ({marks})",
+            (user_id, *wanted),
+        )
+        return {row["seq"]: dict(row) for row in rows}
+
+    def get_episodes(self, user_id: int, episode_ids: Iterable[int]) -> dict[int, dict]:
+        ids = [int(i) for i in episode_ids]
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        rows = self._connection().execute(
+            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE user_id = ? AND id IN ({marks})",
+            (user_id, *ids),
+        )
+        return {row["id"]: _episode_row(row) for row in rows}
+
+    def iter_episodes(self, user_id: int, after_id: int = 0, batch: int = 1000) -> Iterator[dict]:
+        """The user's episodes in id order, starting after `after_id`, read in batches."""
+        while True:
+            rows = self._connection().execute(
+                f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE user_id = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (user_id, after_id, batch),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _episode_row(row)
+            after_id = rows[-1]["id"]
+
+    def last_episode_id(self, user_id: int) -> int:
+        row = self._connection().execute(
+            "SELECT MAX(id) FROM episodes WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        return row[0] or 0
+
+    def mark_recalled(self, user_id: int, counts: dict[int, int], when: float) -> None:
+        """Add recalls to each episode's count and note when it was last recalled."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE episodes SET recall_count = recall_count + ?, last_recalled_at = ? "
+                "WHERE user_id = ? AND id = ?",
+                [(n, when, user_id, int(i)) for i, n in counts.items()],
+            )
+
+    def rehearse(self, user_id: int, episode_ids: Iterable[int], boost: float) -> int:
+        """Raise the importance of the given episodes by `boost` (at most 1)."""
+        with self._transaction() as conn:
+            return sum(conn.execute(
+                "UPDATE episodes SET importance = CASE WHEN importance + ? > 1.0 THEN 1.0 "
+                "ELSE importance + ? END WHERE user_id = ? AND id = ?",
+                (boost, boost, user_id, int(i)),
+            ).rowcount for i in episode_ids)
+
+    def fade(self, user_id: int, now: float, half_life: float, floor: float) -> int:
+        """Forgetting: halve every importance above `floor` per `half_life` seconds since
+        the last fade (not below `floor`). Waits until the factor is below 0.99, so frequent
+        calls cost nothing and the rate does not depend on how often it is called."""
+        with self._transaction() as conn:
+            totals = _Totals.read(conn, user_id)
+            if totals.faded_at is None:
+                totals.faded_at = now
+                totals.write(conn, user_id)
+                return 0
+            factor = 0.5 ** ((now - totals.faded_at) / half_life)
+            if factor > 0.99:
+                return 0
+            faded = conn.execute(
+                "UPDATE episodes SET importance = CASE WHEN importance * ? < ? THEN ? "
+                "ELSE importance * ? END WHERE user_id = ? AND importance > ?",
+                (factor, floor, floor, factor, user_id, floor),
+            ).rowcount
+            totals.faded_at = now
+            totals.write(conn, user_id)
+            return faded
+
+    def most_important(self, user_id: int, limit: int) -> list[dict]:
+        rows = self._connection().execute(
+            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE user_id = ? "
+            "ORDER BY importance DESC, id DESC LIMIT ?",
+            (user_id, limit),
+        )
+        return [_episode_row(row) for row in rows]
+
+    def database_bytes(self) -> int:
+        """Size of the database file and its WAL on disk."""
+        return sum(Path(p).stat().st_size for p in (self.path, self.path + "-wal")
+                   if Path(p).exists())
+
+
+@dataclass
+class _Totals:
+    """Per-user running totals kept in one row: counts for BM25, the position of the
+    last episode, the sum of the network traces (for the user's mean trace), and when
+    importance last faded."""
+
+    episodes: int = 0
+    tokens: int = 0
+    last_seq: int = 0
+    traced: int = 0
+    trace_sum: np.ndarray | None = None
+    faded_at: float | None = None
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection, user_id: int) -> _Totals:
+        row = conn.execute(
+            "SELECT episodes, tokens, last_seq, traced, trace_sum, faded_at FROM memory_totals "
+            "WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if row is None:
+            return cls()
+        trace_sum = None if row[4] is None else np.frombuffer(row[4], dtype="<i8").copy()
+        return cls(row[0], row[1], row[2], row[3], trace_sum, row[5])
+
+    def add(self, tokens: int, trace: bytes | None, sign: int) -> None:
+        self.episodes += sign
+        self.tokens += sign * tokens
+        if trace is not None:
+            counts = np.frombuffer(trace, dtype=np.uint8).astype("<i8")
+            if self.trace_sum is None:
+                self.trace_sum = np.zeros_like(counts)
+            self.trace_sum += sign * counts
+            self.traced += sign
+
+    def write(self, conn: sqlite3.Connection, user_id: int) -> None:
+        conn.execute(
+            "INSERT INTO memory_totals (user_id, episodes, tokens, last_seq, traced, "
+            "trace_sum, faded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE "
+            "SET episodes = excluded.episodes, tokens = excluded.tokens, "
+            "last_seq = excluded.last_seq, traced = excluded.traced, "
+            "trace_sum = excluded.trace_sum, faded_at = excluded.faded_at",
+            (user_id, self.episodes, self.tokens, self.last_seq, self.traced,
+             None if self.trace_sum is None else self.trace_sum.tobytes(), self.faded_at),
+        )
