@@ -25,6 +25,10 @@ BENCHMARKS = {
     "locomo": "webapp.bench.locomo",
     "recall": "webapp.bench.recall",
     "prompt": "webapp.bench.prompt",
+    "users": "webapp.bench.users",
+    "footprint": "webapp.bench.footprint",
+    "turn": "webapp.bench.turn",
+    "compare": "webapp.bench.compare",
 }
 LOADTEST = "webapp.bench.loadtest"
 

@@ -1,0 +1,188 @@
+"""Footprint per user: RAM of a loaded and of an evicted user, disk per user, and the cost
+of many registered users.
+
+RAM is read from a fresh engine-worker process that runs the real worker code
+(`webapp.engine.worker.Engines`): its resident size with no user loaded, with N users who
+each stored some messages, and after housekeeping consolidated, saved and evicted them
+all (then again after glibc's `malloc_trim`, which hands freed heap back to the OS).
+Disk per user is the growth of the database and of the network snapshots. The registered
+users check creates `--registered` accounts (rows only, as sign-up does) and times login
+lookups among them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import multiprocessing
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+from werkzeug.security import generate_password_hash
+
+from webapp.bench.measure import directory_bytes, load_average, percentile, rss_bytes
+from webapp.bench.recall import ChatText
+from webapp.engine import protocol
+from webapp.engine.worker import Engines, WorkerSettings
+from webapp.memory import Store
+
+GOAL_IDLE_USER_BYTES = 1_000_000
+LOOKUPS = 1000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--users", type=int, default=100, help="users loaded, then evicted")
+    parser.add_argument("--messages", type=int, default=20, help="messages each user stores")
+    parser.add_argument("--registered", type=int, default=10_000,
+                        help="accounts created for the registered-users check")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _trim_heap() -> bool:
+    """Return freed heap pages to the OS (glibc only); False where unavailable."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _database_bytes(store: Store) -> int:
+    """Database size with the write-ahead log folded in (the log's size is not per user)."""
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return store.database_bytes()
+
+
+def _worker_footprint(directory: str, users: int, messages: int, seed: int, results) -> None:
+    """Child process: the engine worker's RSS with users loaded and evicted, and disk."""
+    settings = WorkerSettings(db_path=str(Path(directory) / "memory.db"),
+                              network_dir=str(Path(directory) / "networks"), idle_seconds=0.0)
+    store = Store(settings.db_path)
+    user_ids = [store.create_user(f"user{i}", "-") for i in range(users + 1)]
+    engines = Engines(settings, send_event=lambda event: None)
+    text = ChatText(seed)
+    requests = iter(range(1, 10**9))
+
+    def store_messages(user_id: int) -> None:
+        for _ in range(messages):
+            cmd = protocol.command(next(requests), user_id, "store", {"text": text.sentence()})
+            reply = engines.handle(cmd)
+            if not reply["ok"]:
+                raise RuntimeError(reply["error"]["message"])
+
+    def evict_all() -> None:
+        while engines.housekeeping():
+            pass
+        gc.collect()
+
+    store_messages(user_ids[0])  # imports, JIT and caches warm before the baseline
+    evict_all()
+    _trim_heap()
+    base, db_base = rss_bytes(), _database_bytes(store)
+    for user_id in tqdm(user_ids[1:], desc="loading users", unit="user", leave=False):
+        store_messages(user_id)
+    loaded, resident = rss_bytes(), len(engines.memories)
+    network_bytes = sum(m.network.net.nbytes() for m in engines.memories.values())
+    evict_all()
+    evicted = rss_bytes()
+    trimmed = rss_bytes() if _trim_heap() else None
+    results.put({
+        "base": base, "loaded": loaded, "evicted": evicted, "trimmed": trimmed,
+        "resident_loaded": resident, "resident_evicted": len(engines.memories),
+        "network_array_bytes": network_bytes,
+        "db_bytes": _database_bytes(store) - db_base,
+        "network_file_bytes": directory_bytes(settings.network_dir),
+        "network_files": len(list(Path(settings.network_dir).glob("*.npz"))),
+    })
+
+
+def measure_worker(users: int, messages: int, seed: int) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    with tempfile.TemporaryDirectory() as directory:
+        child = ctx.Process(target=_worker_footprint,
+                            args=(directory, users, messages, seed, results))
+        child.start()
+        found = results.get()
+        child.join()
+    per_user = {key: (found[key] - found["base"]) / users if found[key] is not None else None
+                for key in ("loaded", "evicted", "trimmed")}
+    return {
+        "users": users, "messages_per_user": messages,
+        "worker_rss_base_bytes": found["base"],
+        "worker_rss_loaded_bytes": found["loaded"],
+        "worker_rss_evicted_bytes": found["evicted"],
+        "worker_rss_trimmed_bytes": found["trimmed"],
+        "resident_memories_loaded": found["resident_loaded"],
+        "resident_memories_evicted": found["resident_evicted"],
+        "ram_per_loaded_user_bytes": round(per_user["loaded"]),
+        "network_arrays_per_user_bytes": round(found["network_array_bytes"] / users),
+        "ram_per_idle_user_bytes": round(per_user["evicted"]),
+        "ram_per_idle_user_trimmed_bytes":
+            None if per_user["trimmed"] is None else round(per_user["trimmed"]),
+        "disk_db_per_user_bytes": round(found["db_bytes"] / users),
+        "disk_network_per_user_bytes": round(found["network_file_bytes"] / users),
+        "network_files": found["network_files"],
+    }
+
+
+def measure_registered(count: int) -> dict:
+    """Create `count` accounts (a real password hash each, computed once) and time lookups."""
+    password_hash = generate_password_hash("a password of usual length")
+    with tempfile.TemporaryDirectory() as directory:
+        store = Store(Path(directory) / "memory.db")
+        empty = _database_bytes(store)
+        began = time.perf_counter()
+        for i in tqdm(range(count), desc="registering", unit="user", leave=False):
+            store.create_user(f"user{i:06d}", password_hash)
+        create_seconds = time.perf_counter() - began
+        lookups = []
+        for i in range(LOOKUPS):
+            began = time.perf_counter()
+            store.get_user(f"user{(i * 7919) % count:06d}")
+            lookups.append((time.perf_counter() - began) * 1000)
+        result = {
+            "registered_users": store.count_users(),
+            "register_ms_mean": round(create_seconds * 1000 / count, 3),
+            "login_lookup_ms_p50": percentile(lookups, 50),
+            "login_lookup_ms_p95": percentile(lookups, 95),
+            "db_bytes_per_registered_user": round((_database_bytes(store) - empty) / count),
+        }
+        store.close()
+    return result
+
+
+def run(args: argparse.Namespace) -> dict:
+    load = load_average()
+    worker = measure_worker(args.users, args.messages, args.seed)
+    registered = measure_registered(args.registered)
+    disk_per_active = worker["disk_db_per_user_bytes"] + worker["disk_network_per_user_bytes"]
+    return {
+        **worker, **registered, "load": load,
+        "goal_idle_user_bytes": GOAL_IDLE_USER_BYTES,
+        "disk_for_registered_if_all_active_bytes": disk_per_active * args.registered,
+    }
+
+
+def format_report(result: dict) -> str:
+    mb = 1e6
+    return "\n".join([
+        f"{result['users']} users x {result['messages_per_user']} messages in one engine worker "
+        f"(load {result['load'][0]}):",
+        f"  RSS base {result['worker_rss_base_bytes'] / mb:.1f} MB, loaded "
+        f"{result['worker_rss_loaded_bytes'] / mb:.1f} MB, evicted "
+        f"{result['worker_rss_evicted_bytes'] / mb:.1f} MB",
+        f"  per loaded user {result['ram_per_loaded_user_bytes'] / mb:.2f} MB, per idle user "
+        f"{result['ram_per_idle_user_bytes'] / mb:.3f} MB (after malloc_trim "
+        f"{(result['ram_per_idle_user_trimmed_bytes'] or 0) / mb:.3f} MB)",
+        f"  disk per user: database {result['disk_db_per_user_bytes'] / 1e3:.0f} kB, network "
+        f"{result['disk_network_per_user_bytes'] / 1e3:.0f} kB",
+        f"{result['registered_users']} registered users: {result['register_ms_mean']} ms each, "
+        f"login lookup p95 {result['login_lookup_ms_p95']} ms, "
+        f"{result['db_bytes_per_registered_user']} bytes each",
+    ])

@@ -1,0 +1,237 @@
+"""Many users at once: aggregate user-steps/s when K users, each with their own SORN, store.
+
+A user-step is one step of one user's network. Users are spread over the worker processes
+as the engine pool routes them (blake2b of the user id), and every user stores chat
+messages back to back for `--seconds`. Two paths are measured:
+
+- `network`: each worker process holds its users' `EpisodeNetwork`s and presents one
+  episode per user in turn (`learn`, as `Memory.store` does), nothing else: the ceiling
+  of the one-network-at-a-time design.
+- `pool`: the real path, `EnginePool` -> worker -> `Memory.store` (SQLite write with
+  fsync, index, trace, spike recording), one store in flight per user.
+
+Reports wall-clock rates and the engine processes' CPU time (the VM is shared), with the
+load average, for each number of users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from webapp.bench.measure import cpu_seconds, load_average
+from webapp.bench.recall import ChatText
+from webapp.engine.pool import EnginePool
+from webapp.engine.worker import WorkerSettings
+from webapp.memory import Store, tokenize
+from webapp.memory.network import MAX_TOKENS_PRESENTED, SETTLE_STEPS, EpisodeNetwork
+
+GOAL_USER_STEPS_PER_SEC = 200_000  # with 100 users storing at once, on 2 cores
+TEXTS = 500  # distinct generated messages, cycled through
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--users", default="1,10,100,500",
+                        help="comma-separated numbers of active users")
+    parser.add_argument("--workers", type=int, default=2, help="engine processes")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed span per point")
+    parser.add_argument("--mode", choices=("network", "pool", "both"), default="both")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, help="write the curve to this PNG")
+
+
+def messages(seed: int) -> list[str]:
+    """Generated chat messages (the same generator as `bench recall`)."""
+    text = ChatText(seed)
+    return [text.sentence() for _ in range(TEXTS)]
+
+
+def steps_of(message: str) -> int:
+    """Network steps one store of `message` takes (one per token presented, then settle)."""
+    return min(len(tokenize(message)), MAX_TOKENS_PRESENTED) + SETTLE_STEPS
+
+
+def route(user_ids: list[int], workers: int) -> list[list[int]]:
+    """The users of each worker, by the engine pool's own routing."""
+    pool = EnginePool(WorkerSettings(db_path="", network_dir=""), workers)  # never started
+    groups: list[list[int]] = [[] for _ in range(workers)]
+    for user_id in user_ids:
+        groups[pool.worker_index(user_id)].append(user_id)
+    return groups
+
+
+# --- network path: the SORNs alone, one process per worker ---------------------------
+
+
+def _learn_for(user_ids, texts, seconds, barrier, results) -> None:
+    """Worker process: present one episode per user in turn until the time is up."""
+    episodes = [tokenize(text) for text in texts]
+    with tempfile.TemporaryDirectory() as directory:
+        networks = [EpisodeNetwork(user_id, directory) for user_id in user_ids]
+        for network in networks:  # warm-up (and JIT) before the clock starts
+            network.learn(episodes[0])
+        barrier.wait()
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
+        deadline = wall_start + seconds
+        steps = stores = 0
+        while time.perf_counter() < deadline:
+            for network in networks:
+                before = network.net.t
+                network.learn(episodes[stores % len(episodes)])
+                steps += network.net.t - before
+                stores += 1
+        results.put({"steps": steps, "stores": stores,
+                     "wall": time.perf_counter() - wall_start,
+                     "cpu": time.process_time() - cpu_start})
+
+
+def measure_network(users: int, workers: int, seconds: float, texts: list[str]) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    groups = [g for g in route(list(range(1, users + 1)), workers) if g]
+    barrier, results = ctx.Barrier(len(groups)), ctx.Queue()
+    processes = [ctx.Process(target=_learn_for, args=(g, texts, seconds, barrier, results))
+                 for g in groups]
+    load = load_average()
+    for process in processes:
+        process.start()
+    parts = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    steps = sum(p["steps"] for p in parts)
+    return _point("network", users, steps, sum(p["stores"] for p in parts),
+                  max(p["wall"] for p in parts), sum(p["cpu"] for p in parts), load)
+
+
+# --- pool path: the real store command through the engine workers ---------------------
+
+
+class _StoreDriver:
+    """Keeps one store in flight per user until the deadline; counts what completed."""
+
+    def __init__(self, pool: EnginePool, texts: list[str]):
+        self.pool, self.texts = pool, texts
+        self.steps = self.stores = self.outstanding = 0
+        self.failures: list[str] = []
+        self.deadline = 0.0
+        self.finished = threading.Condition()
+
+    def run(self, user_ids: list[int], seconds: float) -> None:
+        self.deadline = time.perf_counter() + seconds
+        for user_id in user_ids:
+            self._submit(user_id)
+        with self.finished:
+            self.finished.wait_for(lambda: self.outstanding == 0)
+
+    def _submit(self, user_id: int) -> None:
+        text = self.texts[(user_id + self.stores) % len(self.texts)]
+        with self.finished:
+            self.outstanding += 1
+        future = self.pool.submit(user_id, "store", text=text)
+        future.add_done_callback(lambda f: self._done(user_id, text, f))
+
+    def _done(self, user_id: int, text: str, future) -> None:
+        with self.finished:
+            self.outstanding -= 1
+            if future.exception() is not None:
+                self.failures.append(str(future.exception()))
+            else:
+                self.steps += steps_of(text)
+                self.stores += 1
+            again = time.perf_counter() < self.deadline and not self.failures
+            self.finished.notify_all()
+        if again:
+            self._submit(user_id)
+
+
+def measure_pool(users: int, workers: int, seconds: float, texts: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as directory:
+        store = Store(Path(directory) / "memory.db")
+        user_ids = [store.create_user(f"user{i}", "-") for i in range(users)]
+        settings = WorkerSettings(db_path=str(Path(directory) / "memory.db"),
+                                  network_dir=str(Path(directory) / "networks"),
+                                  quiet_seconds=3600.0)  # no housekeeping while timed
+        pool = EnginePool(settings, workers).start()
+        try:
+            for future in [pool.submit(u, "store", text=texts[0]) for u in user_ids]:
+                future.result(timeout=120)  # every memory loaded (and JIT done) first
+            pids = [pid for pid in pool.worker_pids() if pid]
+            load, cpu_start = load_average(), sum(cpu_seconds(pid) for pid in pids)
+            driver = _StoreDriver(pool, texts)
+            wall_start = time.perf_counter()
+            driver.run(user_ids, seconds)
+            wall = time.perf_counter() - wall_start
+            cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_start
+        finally:
+            pool.close()
+            store.close()
+    if driver.failures:
+        raise RuntimeError(f"stores failed: {driver.failures[0]}")
+    return _point("pool", users, driver.steps, driver.stores, wall, cpu, load)
+
+
+def _point(mode: str, users: int, steps: int, stores: int, wall: float, cpu: float,
+           load: list[float]) -> dict:
+    return {
+        "mode": mode, "users": users, "user_steps": steps, "stores": stores,
+        "user_steps_per_sec": round(steps / wall, 1),
+        "cpu_user_steps_per_sec": round(steps / cpu, 1) if cpu > 0 else None,
+        "stores_per_sec": round(stores / wall, 1),
+        "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "load": load,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    counts = [int(n) for n in args.users.split(",")]
+    modes = ("network", "pool") if args.mode == "both" else (args.mode,)
+    measure = {"network": measure_network, "pool": measure_pool}
+    texts = messages(args.seed)
+    points = []
+    for mode in tqdm(modes, desc="modes", leave=False):
+        for users in tqdm(counts, desc=mode, unit="point", leave=False):
+            points.append(measure[mode](users, args.workers, args.seconds, texts))
+    result = {
+        "workers": args.workers, "seconds": args.seconds,
+        "steps_per_store_mean": round(sum(map(steps_of, texts)) / len(texts), 2),
+        "goal_user_steps_per_sec": GOAL_USER_STEPS_PER_SEC, "points": points,
+    }
+    if args.plot:
+        plot(result, args.plot)
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode in dict.fromkeys(p["mode"] for p in result["points"]):
+        points = [p for p in result["points"] if p["mode"] == mode]
+        users = [p["users"] for p in points]
+        ax.plot(users, [p["user_steps_per_sec"] for p in points], "o-", label=f"{mode} (wall)")
+        ax.plot(users, [p["cpu_user_steps_per_sec"] for p in points], "x--",
+                label=f"{mode} (per CPU-second)")
+    ax.axhline(result["goal_user_steps_per_sec"], color="grey", linestyle=":", label="goal")
+    ax.set(xscale="log", yscale="log", xlabel="active users storing at once",
+           ylabel="user-steps / s", title=f"{result['workers']} engine workers")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_report(result: dict) -> str:
+    lines = [f"{result['workers']} workers, {result['seconds']} s per point, "
+             f"{result['steps_per_store_mean']} steps per store on average"]
+    for p in result["points"]:
+        lines.append(f"{p['mode']:8} {p['users']:5} users: {p['user_steps_per_sec']:>10.0f} "
+                     f"user-steps/s wall, {p['cpu_user_steps_per_sec'] or 0:>10.0f} per CPU-s, "
+                     f"{p['stores_per_sec']:.0f} stores/s (load {p['load'][0]})")
+    return "\n".join(lines)
