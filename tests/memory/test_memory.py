@@ -102,6 +102,21 @@ def test_restart_restores_the_same_network_and_recall(open_memory, snapshot_midw
         assert [h.sorn_score for h in again] == pytest.approx([h.sorn_score for h in hits])
 
 
+def test_snapshots_follow_each_users_own_episode_count(open_memory, tmp_path):
+    """Episode ids are shared by all users: interleaved users must not snapshot early."""
+    from webapp.memory.memory import SNAPSHOT_EVERY
+
+    ada, bob = open_memory("ada"), open_memory("bob")
+    for i in range(SNAPSHOT_EVERY - 1):
+        ada.store(f"ada note {i}")
+        bob.store(f"bob note {i}")
+    assert not list((tmp_path / "networks").glob("*.npz"))
+    ada.store("ada's last note before the snapshot")
+    assert [p.name.split("-")[0] for p in (tmp_path / "networks").glob("*.npz")] == [
+        f"user{ada.user_id}"
+    ]
+
+
 def test_a_damaged_snapshot_falls_back_to_replay(open_memory, tmp_path):
     memory = open_memory()
     fill(memory)

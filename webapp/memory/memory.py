@@ -88,9 +88,11 @@ class Memory:
         restores the network exactly as it was."""
         self.network = EpisodeNetwork(self.user_id, self._network_dir)
         self.network.net.plastic = self._plastic
+        self._unsnapshotted = 0  # this user's episodes learned since the snapshot
         for episode in self.db.iter_episodes(self.user_id,
                                              after_id=self.network.last_episode_id):
             self.network.learn(episode["tokens"], record=False)
+            self._unsnapshotted += 1
 
     # -- writing --------------------------------------------------------------------
 
@@ -136,13 +138,19 @@ class Memory:
                           importance=importance, external_id=external_id)
 
     def _snapshot_if_due(self, episode_id: int) -> None:
-        if episode_id - self.network.last_episode_id >= SNAPSHOT_EVERY:
-            self.network.save(episode_id)
+        # Counted per user: episode ids are shared by all users of the database.
+        self._unsnapshotted += 1
+        if self._unsnapshotted >= SNAPSHOT_EVERY:
+            self._snapshot(episode_id)
+
+    def _snapshot(self, last_episode_id: int) -> None:
+        self.network.save(last_episode_id)
+        self._unsnapshotted = 0
 
     def save(self) -> None:
         """Snapshot the network (it then includes every stored episode) and write the
         pending recall counts (kept in memory so a recall costs no disk write)."""
-        self.network.save(self.db.last_episode_id(self.user_id))
+        self._snapshot(self.db.last_episode_id(self.user_id))
         self._write_recalls()
 
     def _write_recalls(self) -> None:
@@ -275,7 +283,7 @@ class Memory:
             episodes.append(episode)
         ids = self._learn_and_commit(episodes)
         if ids:
-            self.network.save(ids[-1])
+            self._snapshot(ids[-1])
         return len(ids)
 
     # -- upkeep ---------------------------------------------------------------------
