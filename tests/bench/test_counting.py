@@ -77,3 +77,11 @@ def test_a_sweep_writes_a_plot_and_one_row_per_length(tmp_path):
     assert [row["n"] for row in result["sweep"]] == [2, 3]
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "static" in counting.format_report(result)
+
+
+def test_the_task_network_uses_fast_inhibition_unless_asked_for_the_delayed_kind():
+    assert counting.counting_config().fast_inhibition
+    short = ("--n", "3", "--steps", "600", "--train", "300", "--test", "300")
+    fast, delayed = counting.run(parse(*short)), counting.run(parse(*short, "--delayed-inhibition"))
+    assert fast["fast_inhibition"] and not delayed["fast_inhibition"]
+    assert fast["sorn_rate_e"] != delayed["sorn_rate_e"]

@@ -98,3 +98,16 @@ def test_stats_are_plain_json_values():
     assert sum(histogram["counts"]) == stats["synapses"]
     assert 0 < stats["connection_fraction"] < 1
     assert stats["step"] == 300
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_inhibitory_units_answer_the_e_state_of_their_own_step_with_fast_inhibition(fast):
+    """Without noise on I units, y(t+1) = Θ(W_IE x(t+1) − T_I) with fast inhibition and
+    Θ(W_IE x(t) − T_I) without."""
+    net = SORN(SORNConfig(n_e=60, n_i=15, fast_inhibition=fast), seed=3)
+    spikes = net.run([[k % 60, (k * 7) % 60] for k in range(300)])
+    x, y = spikes[:, :60], spikes[:, 60:]
+    e_state = x[1:] if fast else x[:-1]
+    expected = e_state @ net.w_ie.T - net.thresholds_i >= 0  # plastic, but E->I never changes
+    assert np.array_equal(y[1:], expected)
+    assert y.any() and not y.all()

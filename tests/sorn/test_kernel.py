@@ -130,3 +130,12 @@ def test_backend_choice():
     assert SORN(SORNConfig(n_e=10, n_i=2)).backend == "numba"
     with pytest.raises(ValueError, match="backend"):
         SORN(SORNConfig(n_e=10, n_i=2), backend="gpu")
+
+
+def test_fast_inhibition_matches():
+    """I units driven by the new E state, with noise on them and input, both backends."""
+    config = SORNConfig(n_e=100, n_i=20, fast_inhibition=True, noise_sigma_i=0.1)
+    reference, compiled = twins(config, seed=13)
+    inputs = token_inputs(100, 2_000)
+    assert np.array_equal(reference.run(inputs), compiled.run(inputs))
+    assert_same_state(reference, compiled)

@@ -1,6 +1,7 @@
 """Saving and loading: exact continuation, compact files, and clear errors for bad files."""
 
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -129,3 +130,20 @@ def test_a_zip_that_is_not_a_network_is_refused(tmp_path):
 def test_a_missing_file_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_network(tmp_path / "absent.npz")
+
+
+def _as_version_1(arrays):
+    """What the first file format held: version 1, a config without fast_inhibition."""
+    config = json.loads(str(arrays["config"]))
+    del config["fast_inhibition"]
+    arrays["config"] = np.array(json.dumps(config))
+    arrays["version"] = np.array(1, dtype=np.int64)
+
+
+def test_a_version_1_file_loads_with_the_dynamics_it_was_saved_with(trained):
+    net, path = trained
+    rewrite(path, _as_version_1)
+    loaded = load_network(path)
+    assert loaded.config.fast_inhibition is False
+    assert loaded.config == net.config
+    assert np.array_equal(loaded.run(300), net.run(300))

@@ -34,6 +34,9 @@ class SORNConfig:
     noise_sigma: float = math.sqrt(0.05)  # std of the Gaussian noise on each E unit
     noise_sigma_i: float = 0.0  # std of the noise on each I unit (the lab code uses noise_sigma)
     input_gain: float = 1.0  # u_i for the E units driven in a step
+    # I units see the new E state, y(t+1) = Θ(W_IE x(t+1) − T_I), as in the Triesch lab's
+    # counting-task code (Hartmann's `fast_inhibit`); off: Lazar's y(t+1) from x(t).
+    fast_inhibition: bool = False
     p_add: float = 0.1  # probability per step that one new E->E synapse appears
     w_new: float = 0.001  # its weight
     prune_threshold: float = 1e-10  # E->E synapses at or below this weight are removed
@@ -68,6 +71,8 @@ class SORNConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 problems.append(f"{name} must be finite and >= 0, got {value}")
+        if not isinstance(self.fast_inhibition, bool):
+            problems.append("fast_inhibition must be a bool")
         if not math.isfinite(self.input_gain):
             problems.append("input_gain must be finite")
         if problems:

@@ -33,6 +33,7 @@ class Rules(NamedTuple):
     normalization: bool
     ip: bool
     structural: bool
+    fast_inhibition: bool
     input_gain: float
     eta_stdp: float
     eta_ip: float
@@ -49,7 +50,10 @@ def rules_for(config: SORNConfig, learning: bool) -> Rules:
     """The kernel's view of `config`; `learning` is the network's `plastic` flag. Fields are
     cast to their declared types, as a config may hold ints (p_add=0) and numba compiles
     anew for every distinct combination of argument types."""
-    flags = (config.stdp, config.istdp, config.normalization, config.ip, config.structural)
+    flags = (
+        config.stdp, config.istdp, config.normalization, config.ip, config.structural,
+        config.fast_inhibition,
+    )
     rates = (
         config.input_gain, config.eta_stdp, config.eta_ip, config.eta_ip * config.h_ip,
         config.eta_istdp, config.eta_istdp * (1.0 + 1.0 / config.h_ip), config.istdp_floor,
@@ -93,6 +97,8 @@ def run_steps(
         _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_prev,
                noise[offset + k], input_units[input_ptr[k] : input_ptr[k + 1]], k, driven_at,
                drive, inhibition)
+        if rules.fast_inhibition:
+            _drive_from_new_e(n_e, w_out, scales, thresholds, noise[offset + k], drive)
         for unit in range(n_t):
             state[unit] = drive[unit] >= 0.0
         n_fired, split = _list_fired(state, n_e, fired)
@@ -153,6 +159,22 @@ def _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_
         if driven_at[unit] != k:
             driven_at[unit] = k
             drive[unit] += rules.input_gain
+
+
+@_compile
+def _drive_from_new_e(n_e, w_out, scales, thresholds, noise, drive):
+    """Fast inhibition: the I units' drive from the E units whose drive is >= 0."""
+    n_t = drive.size
+    drive[n_e:] = 0.0
+    for pre in range(n_e):
+        if drive[pre] >= 0.0:
+            row = w_out[pre]
+            for post in range(n_e, n_t):
+                drive[post] += row[post]
+    for post in range(n_e, n_t):
+        drive[post] *= scales[post]
+        drive[post] -= thresholds[post]
+        drive[post] += noise[post]
 
 
 @_compile

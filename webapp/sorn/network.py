@@ -1,7 +1,7 @@
 """The SORN: binary threshold units, discrete time, five plasticity rules.
 
     x(t+1) = Θ( W_EE x(t) − W_EI y(t) + u(t) − T_E + ξ(t) )
-    y(t+1) = Θ( W_IE x(t) − T_I )
+    y(t+1) = Θ( W_IE x(t) − T_I )      (x(t+1) instead with `fast_inhibition`)
 
 Layout, chosen for an event-driven step and simple enough for a later compiled kernel:
 E->E and E->I weights share one dense float64 [pre, post] array (columns: E posts, then
@@ -321,6 +321,8 @@ class SORN:
         drive += draws.noise[offset]
         if units is not None:
             drive[units] += cfg.input_gain
+        if cfg.fast_inhibition:
+            self._drive_from_new_e(drive, draws.noise[offset])
         state = drive >= 0.0
         fired = state.nonzero()[0]
         split = int(fired.searchsorted(n_e))
@@ -344,6 +346,20 @@ class SORN:
         counts[1] = fired.size - split
         self.t += 1
         return state
+
+    def _drive_from_new_e(self, drive: np.ndarray, noise: np.ndarray) -> None:
+        """Replace the I units' drive by the one from the E units firing at t+1 (whose
+        drive is final): fast inhibition, y(t+1) = Θ(W_IE x(t+1) − T_I + ξ)."""
+        n_e = self.config.n_e
+        e_new = (drive[:n_e] >= 0.0).nonzero()[0]
+        if e_new.size:
+            inhibitory = column_sums(self._w_out[e_new, n_e:])
+        else:
+            inhibitory = np.zeros(self._n_total - n_e)
+        inhibitory *= self._scale[n_e:]
+        inhibitory -= self._thresholds[n_e:]
+        inhibitory += noise[n_e:]
+        drive[n_e:] = inhibitory
 
     # ---------------------------------------------------------------- plasticity
 

@@ -20,7 +20,9 @@ from webapp.sorn.config import SORNConfig
 from webapp.sorn.network import RATE_WINDOW, SORN, NetworkArrays
 
 FORMAT = "sornmemory.sorn"
-VERSION = 1
+VERSION = 2
+# Config keys added since version 1, with the values that reproduce a version-1 network.
+ADDED_IN_VERSION_2 = {"fast_inhibition": False}
 
 
 class NetworkFileError(ValueError):
@@ -120,9 +122,12 @@ def _build(data: dict) -> SORN:
     if str(_field(data, "format", "U", ())) != FORMAT:
         raise ValueError("not a SORN network file")
     version = int(_field(data, "version", "i8", ()))
-    if version != VERSION:
-        raise ValueError(f"file format version {version}, this program reads {VERSION}")
-    cfg = SORNConfig.from_dict(json.loads(str(_field(data, "config", "U", ()))))
+    if version not in (1, VERSION):
+        raise ValueError(f"file format version {version}, this program reads 1 and {VERSION}")
+    config = json.loads(str(_field(data, "config", "U", ())))
+    if version == 1 and isinstance(config, dict):
+        config = ADDED_IN_VERSION_2 | config
+    cfg = SORNConfig.from_dict(config)
     step = int(_field(data, "step", "i8", ()))
     if step < 0:
         raise ValueError("negative step counter")
