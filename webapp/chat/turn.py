@@ -13,6 +13,7 @@ turn works. The recalled memories are kept in the reply's meta for the UI after 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,9 @@ RECALL_K = 8
 PERSIST_EVERY_SECONDS = 1.0  # how often a streaming reply is written to the store
 INTERRUPTED = {"code": "interrupted",
                "message": "The server stopped while writing this reply; regenerate it."}
+STORAGE_UNAVAILABLE = {"code": "storage_unavailable",
+                       "message": "The server cannot save anything right now (its disk is full "
+                                  "or read-only); please try again later."}
 
 
 class TurnInputError(ValueError):
@@ -84,7 +88,11 @@ class ChatTurn:
         self.recall_k = recall_k
         self._active: dict[str, tuple[int, threading.Event]] = {}  # reply id -> (user, cancel)
         self._finishing: set[str] = set()  # replies written, their episodes still being stored
+        self._remembering: set[str] = set()  # messages being stored as episodes right now
+        self._recovered: set[int] = set()  # users whose unsaved messages were looked for
+        self.started_at = time.time()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
     # --- entry points (each returns the ack, and the work to run after sending it) -----
 
@@ -98,13 +106,15 @@ class ChatTurn:
             if conversation_id and not self.store.get_conversation(user_id, conversation_id):
                 raise TurnInputError("not_found", "No such conversation.")
             self._check_capacity(user_id)
+            if conversation_id is None:
+                conversation_id = self._persist("create_conversation", user_id,
+                                                _title(text))
+            user_message_id = self._persist("add_message", user_id, conversation_id,
+                                            "user", text)
+            reply_id, cancel = self._start_reply(user_id, lambda: self._persist(
+                "add_message", user_id, conversation_id, "assistant", "", status="streaming"))
         except TurnInputError as exc:
             return ack_error(exc.code, str(exc)), None
-        if conversation_id is None:
-            conversation_id = self.store.create_conversation(user_id, _title(text))
-        user_message_id = self.store.add_message(user_id, conversation_id, "user", text)
-        reply_id, cancel = self._start_reply(user_id, lambda: self.store.add_message(
-            user_id, conversation_id, "assistant", "", status="streaming"))
         ack = {"ok": True, "conversation_id": conversation_id, "message_id": reply_id,
                "user_message_id": user_message_id}
         return ack, partial(self._run, user_id, conversation_id, user_message_id, reply_id, cancel)
@@ -129,10 +139,14 @@ class ChatTurn:
         old_episode = (reply["meta"] or {}).get("episode_id")
 
         def reset() -> str:
-            self.store.update_message(user_id, reply_id, text="", status="streaming", meta={})
+            self._persist("update_message", user_id, reply_id, text="",
+                          status="streaming", meta={})
             return reply_id
 
-        reply_id, cancel = self._start_reply(user_id, reset)
+        try:
+            reply_id, cancel = self._start_reply(user_id, reset)
+        except TurnInputError as exc:
+            return ack_error(exc.code, str(exc)), None
         ack = {"ok": True, "conversation_id": reply["conversation_id"], "message_id": reply_id,
                "user_message_id": asked[-1]["id"]}
         return ack, partial(self._run, user_id, reply["conversation_id"], asked[-1]["id"],
@@ -150,7 +164,41 @@ class ChatTurn:
         cancel.set()
         return {"ok": True}
 
+    def recover(self, user_id: int) -> None:
+        """Store as episodes the messages that a server killed mid-turn acknowledged but never
+        stored (and settle its cut-off replies). Runs once per user and process, when the user
+        connects; only messages older than this process, so no running turn is touched."""
+        with self._lock:
+            if user_id in self._recovered:
+                return
+            self._recovered.add(user_id)
+        for conversation in self.store.list_conversations(user_id):
+            messages = self.store.list_messages(user_id, conversation["id"])
+            for message in self.settle_interrupted(user_id, messages):
+                unsaved = (message["created_at"] < self.started_at and message["text"].strip()
+                           and not (message["meta"] or {}).get("episode_id"))
+                if unsaved and (message["role"] == "user"
+                                or message["status"] in ("complete", "stopped")):
+                    self._remember(user_id, message, message["text"], message["id"],
+                                   recheck=True)
+
     # --- bookkeeping ---------------------------------------------------------------------
+
+    def _write(self, method: str, *args, **kwargs):
+        """One store write at a time from this process: the threads queue here, first come
+        first served, instead of in SQLite's busy handler, which sleeps up to 100 ms between
+        tries and so let a few acks wait over a second under load (docs/RELIABILITY.md)."""
+        with self._write_lock:
+            return getattr(self.store, method)(*args, **kwargs)
+
+    def _persist(self, method: str, *args, **kwargs):
+        """A store write whose failure (disk full, read-only) becomes a clear ack error."""
+        try:
+            return self._write(method, *args, **kwargs)
+        except sqlite3.Error as exc:
+            log.error("storing a message failed: %s", exc)
+            raise TurnInputError(STORAGE_UNAVAILABLE["code"],
+                                 STORAGE_UNAVAILABLE["message"]) from None
 
     def _check_capacity(self, user_id: int) -> None:
         with self._lock:
@@ -177,7 +225,7 @@ class ChatTurn:
                 if message["id"] in self._active or message["id"] in self._finishing:
                     continue
                 meta = {**(message["meta"] or {}), "error": INTERRUPTED}
-                self.store.update_message(user_id, message["id"], status="error", meta=meta)
+                self._write("update_message", user_id, message["id"], status="error", meta=meta)
             message.update(status="error", meta=meta)
         return messages
 
@@ -198,13 +246,14 @@ class ChatTurn:
         try:
             self._turn(user_id, conversation_id, user_message_id, reply_id, cancel,
                        forget_episode)
-        except Exception:
+        except Exception as exc:
             log.exception("chat turn failed")
             with self._lock:
                 written = reply_id in self._finishing  # its final status is already stored
             if not written:
-                error = {"code": "internal", "message": "Something went wrong on the server."}
-                self._quietly(self.store.update_message, user_id, reply_id, status="error",
+                error = STORAGE_UNAVAILABLE if isinstance(exc, sqlite3.Error) else {
+                    "code": "internal", "message": "Something went wrong on the server."}
+                self._quietly(self._write, "update_message", user_id, reply_id, status="error",
                               meta={"error": error})
                 self.emit(user_id, "error", {"message_id": reply_id, **error})
         finally:
@@ -232,7 +281,7 @@ class ChatTurn:
         status = "error" if error else "stopped" if cancel.is_set() else "complete"
         if error:
             meta["error"] = error
-        self.store.update_message(user_id, reply_id, text=text, status=status, meta=meta)
+        self._write("update_message", user_id, reply_id, text=text, status=status, meta=meta)
         self._finish(reply_id)
         if error:
             self.emit(user_id, "error", {"message_id": reply_id, **error})
@@ -273,17 +322,37 @@ class ChatTurn:
                 parts.append(delta)
                 self.emit(user_id, "token", {"message_id": reply_id, "delta": delta})
                 if time.monotonic() - persisted_at >= PERSIST_EVERY_SECONDS:
-                    self.store.update_message(user_id, reply_id, text="".join(parts))
+                    self._write("update_message", user_id, reply_id, text="".join(parts))
                     persisted_at = time.monotonic()
         except LLMError as exc:
             return "".join(parts), exc.to_dict()
         return "".join(parts), None
 
-    def _remember(self, user_id: int, message: dict, text: str, reply_id: str) -> None:
+    def _remember(self, user_id: int, message: dict, text: str, reply_id: str,
+                  recheck: bool = False) -> None:
+        """Store a message as an episode, once even if a turn and a recovery both try;
+        `recheck` reads its meta again first (a turn may have stored it meanwhile)."""
+        with self._lock:
+            if message["id"] in self._remembering:
+                return
+            self._remembering.add(message["id"])
+        try:
+            if recheck:
+                current = self.store.get_message(user_id, message["id"])
+                if current is None or (current["meta"] or {}).get("episode_id"):
+                    return
+            self._store_episode(user_id, message, text, reply_id)
+        finally:
+            with self._lock:
+                self._remembering.discard(message["id"])
+
+    def _store_episode(self, user_id: int, message: dict, text: str, reply_id: str) -> None:
         """Store a message as an episode (retrying once if its engine was restarted);
         a failure is reported on the turn's reply, whose regenerate stores it again."""
         args = {"text": text, "role": message["role"], "external_id": f"message:{message['id']}",
                 "conversation_id": message.get("conversation_id"), "spikes": True}
+        if message.get("created_at"):
+            args["timestamp"] = message["created_at"]
         for attempt in (1, 2):
             try:
                 stored = self.engine.call(user_id, "store", timeout=self.engine_timeout, **args)
@@ -299,7 +368,7 @@ class ChatTurn:
                 return
         meta = {**(message.get("meta") or {}), "episode_id": stored["episode_id"]}
         message["meta"] = meta
-        self._quietly(self.store.update_message, user_id, message["id"], meta=meta)
+        self._quietly(self._write, "update_message", user_id, message["id"], meta=meta)
 
     def _emit_stats(self, user_id: int) -> None:
         try:

@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 
 from webapp.engine import protocol
@@ -144,6 +145,24 @@ def jsonable(value):
     return value
 
 
+MAX_PASSED_SECONDS = 2.0  # a command waiting this long is served next, recall or not
+
+
+def next_command(pending: deque, now: float) -> dict:
+    """Recalls first: a user waits on them before the reply can start, while stores run
+    after the reply was shown. A recall never passes an earlier command of its own user
+    (so it sees what that user stored before), nor one that has waited too long already.
+    `pending` holds (arrival time, command) pairs in arrival order."""
+    if now - pending[0][0] < MAX_PASSED_SECONDS:
+        earlier_users = set()
+        for index, (_, cmd) in enumerate(pending):
+            if cmd["op"] == "recall" and cmd["user_id"] not in earlier_users:
+                del pending[index]
+                return cmd
+            earlier_users.add(cmd["user_id"])
+    return pending.popleft()[1]
+
+
 def run_worker(conn: Connection, settings: WorkerSettings) -> None:
     """Process entry point: serve commands until the pipe closes or a None arrives."""
     # The web process decides when engines stop (Ctrl-C reaches the whole process group,
@@ -152,20 +171,24 @@ def run_worker(conn: Connection, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="engine %(process)d: %(message)s")
     engines = Engines(settings, conn.send)
+    pending: deque = deque()  # (arrival time, command) received, not yet served
     last_command = time.monotonic()
     busy = False
     while True:
         quiet = time.monotonic() - last_command >= settings.quiet_seconds
-        wait = 0 if busy and quiet else 1.0
-        if conn.poll(wait):
-            try:
+        wait = 0 if pending or (busy and quiet) else 1.0
+        try:
+            while conn.poll(wait):  # take in everything that has arrived
                 cmd = conn.recv()
-            except (EOFError, OSError):
-                break
-            if cmd is None:
-                break
+                if cmd is None:
+                    raise EOFError
+                pending.append((time.monotonic(), cmd))
+                wait = 0
+        except (EOFError, OSError):
+            break
+        if pending:
             try:
-                conn.send(engines.handle(cmd))
+                conn.send(engines.handle(next_command(pending, time.monotonic())))
             except (BrokenPipeError, OSError):  # the web process is gone
                 break
             last_command = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # a memory import is the largest thing we accept
 MAX_SOCKET_MESSAGE_BYTES = 256 * 1024  # a chat message is at most 16k characters
+STORE_THREADS = 8  # socket events' database work (short: a lookup and a few inserts)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -90,6 +92,10 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["sornmemory"] = Services(
         settings=settings, store=store, engine=engine, llm=llm,
         turns=ChatTurn(store, engine, llm, emit), relay=relay,
+        store_threads=ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store"),
+        # A turn holds its thread while the reply streams; more turns than this queue.
+        turn_threads=ThreadPoolExecutor(settings["SORNMEMORY_THREADS"],
+                                        thread_name_prefix="turn"),
     )
     atexit.register(close_app, app)
 
@@ -124,3 +130,5 @@ def close_app(app: Flask) -> None:
     sornmemory = app.extensions["sornmemory"]
     sornmemory.relay.stop()
     sornmemory.engine.close()
+    sornmemory.store_threads.shutdown(wait=False)
+    sornmemory.turn_threads.shutdown(wait=False)

@@ -23,6 +23,7 @@ PASSWORD_MIN, PASSWORD_MAX = 8, 256
 OPEN_ROUTES = {"auth.register", "auth.login", "auth.logout", "health", "index", "static"}
 
 LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 10, 300
+THROTTLE_MAX_KEYS = 10_000  # past this many tracked (address, username) pairs, forget stale ones
 
 
 class LoginThrottle:
@@ -48,6 +49,10 @@ class LoginThrottle:
         with self._lock:
             now = time.monotonic()
             self._failures[key] = [*self._recent(key, now), now]
+            if len(self._failures) > THROTTLE_MAX_KEYS:  # many names guessed: stay bounded
+                for stale in [k for k, times in self._failures.items()
+                              if now - times[-1] >= LOGIN_WINDOW_SECONDS]:
+                    del self._failures[stale]
 
     def succeeded(self, key: tuple[str, str]) -> None:
         with self._lock:
@@ -112,6 +117,10 @@ def register():
 @bp.post("/login")
 def login():
     username, password = credentials()
+    if not USERNAME.fullmatch(username) or len(password) > PASSWORD_MAX:
+        # No such account can exist: answer as for a wrong password, without hashing a
+        # huge password or keeping a huge username in the throttle.
+        raise ApiError(401, "bad_credentials", "Wrong username or password.")
     key = (request.remote_addr or "", username)
     if _throttle.blocked(key):
         raise ApiError(429, "too_many_attempts",
@@ -137,12 +146,16 @@ def me():
     return jsonify({"user": public_user(g.user)})
 
 
+def session_user_id() -> int | None:
+    """The id the signed session cookie names (read without touching the database)."""
+    user_id = session.get("user_id")
+    return user_id if isinstance(user_id, int) else None
+
+
 def session_user() -> dict | None:
     """The logged-in user's record, or None (also when the account no longer exists)."""
-    user_id = session.get("user_id")
-    if not isinstance(user_id, int):
-        return None
-    return services().store.get_user_by_id(user_id)
+    user_id = session_user_id()
+    return None if user_id is None else services().store.get_user_by_id(user_id)
 
 
 def require_login():

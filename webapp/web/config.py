@@ -57,15 +57,37 @@ def positive_int(settings: Mapping, name: str, default: int) -> int:
 
 
 def _stored_secret_key(path: Path) -> str:
-    """Read the key, or create it with mode 0600 (atomically: O_EXCL) on first start."""
+    """Read the key, or create it on first start: written to a 0600 temp file and fsynced,
+    then linked into place (atomic, and never replacing a key another process wrote), so a
+    crash or a failing disk can never leave an empty key file behind."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_text().strip()
-        if not key:
-            raise ConfigError(f"{path} is empty; delete it to generate a new key") from None
-        return key
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
     key = secrets.token_hex(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:  # another process was first: use its key
+            return _read_key(path)
+    finally:
+        temp.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return key
+
+
+def _read_key(path: Path) -> str:
+    key = path.read_text().strip()
+    if not key:
+        raise ConfigError(f"{path} is empty; delete it to generate a new key")
     return key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -35,6 +36,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(EngineError)
     def _engine_error(exc: EngineError):
         return error_response(ENGINE_STATUS.get(exc.code, 503), exc.code, exc.message)
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def _storage_error(exc: sqlite3.OperationalError):
+        # Disk full, read-only, or locked for too long: the data is intact, try later.
+        log.error("database unavailable: %s", exc)
+        return error_response(503, "storage_unavailable",
+                              "The server cannot save anything right now; try again later.")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

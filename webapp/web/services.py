@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import current_app
@@ -16,6 +17,11 @@ class Services:
     llm: Any  # webapp.llm client
     turns: Any  # webapp.chat.turn.ChatTurn
     relay: Any  # webapp.web.relay.SpikeRelay
+    # Long-lived threads for the database work of socket events and for chat turns. The
+    # Store keeps one SQLite connection per thread for the thread's lifetime, so work on a
+    # fresh thread per event would open (and leak) a connection each time.
+    store_threads: ThreadPoolExecutor
+    turn_threads: ThreadPoolExecutor
 
 
 def services() -> Services:

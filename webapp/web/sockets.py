@@ -15,7 +15,7 @@ import socketio as python_socketio
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 
 from webapp.chat.turn import ack_error
-from webapp.web.auth import session_user
+from webapp.web.auth import session_user_id
 from webapp.web.services import services
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _payload(args: tuple):
     return args[0] if len(args) == 1 else None
 
 
-def _after_ack(socketio: SocketIO, work) -> None:
+def _after_ack(turn_threads, work) -> None:
     """Run `work` once this handler has returned, i.e. once its ack is queued to the client.
 
     The server runs each event in a thread of its own, so waiting for that thread puts the
@@ -82,28 +82,43 @@ def _after_ack(socketio: SocketIO, work) -> None:
             handler.join(timeout=2.0)
         work()
 
-    socketio.start_background_task(run)
+    turn_threads.submit(run)
+
+
+def _user(store, user_id: int | None) -> dict | None:
+    return None if user_id is None else store.get_user_by_id(user_id)
 
 
 def register_events(socketio: SocketIO) -> None:
+    # python-socketio runs every event in a new thread: the database work is handed to the
+    # app's long-lived store threads (see Services), and the turn to its turn threads.
     @socketio.on("connect")
     def on_connect(auth=None):
-        user = session_user()
+        sornmemory = services()
+        user = sornmemory.store_threads.submit(
+            _user, sornmemory.store, session_user_id()).result()
         if user is None:
             raise ConnectionRefusedError({"code": "unauthorized", "message": "Please log in."})
         join_room(user_room(user["id"]))
+        # Load the user's network while they type (the first turn would wait ~0.3-0.5 s for
+        # it), and store what a killed server acknowledged but never stored as episodes.
+        sornmemory.engine.submit(user["id"], "stats")
+        sornmemory.turn_threads.submit(sornmemory.turns.recover, user["id"])
 
     def user_event(turn_method: str, starts_work: bool):
         def handler(*args):
-            user = session_user()
-            if user is None:
-                return ack_error("unauthorized", "Please log in.")
-            result = getattr(services().turns, turn_method)(user["id"], _payload(args))
-            if not starts_work:
-                return result
-            ack, work = result
+            sornmemory, user_id = services(), session_user_id()
+
+            def act():
+                user = _user(sornmemory.store, user_id)
+                if user is None:
+                    return ack_error("unauthorized", "Please log in."), None
+                result = getattr(sornmemory.turns, turn_method)(user["id"], _payload(args))
+                return result if starts_work else (result, None)
+
+            ack, work = sornmemory.store_threads.submit(act).result()
             if work is not None:
-                _after_ack(socketio, work)
+                _after_ack(sornmemory.turn_threads, work)
             return ack
 
         return handler

@@ -1,0 +1,175 @@
+"""Security against the real server: no user reaches another's data whatever ids they send
+(REST or socket), sessions and connections are what they claim, login guessing is slowed,
+and malformed or oversized input gets a clear error without harming the server."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import socketio
+
+from tests.web.conftest import PASSWORD, UserSocket, register
+
+
+@pytest.fixture(scope="module")
+def owner(live_server):
+    """A user with two conversations, replies and episodes; and everything their ids."""
+    session = register(live_server.url, "vaultowner")
+    sock = UserSocket(live_server.url, session)
+    first = sock.chat("The safe combination is 31-7-22, hidden behind the mirror.")
+    second = sock.chat("My bank PIN hint: the year grandma was born.")
+    sock.close()
+    url = live_server.url
+    conversations = [first["conversation_id"], second["conversation_id"]]
+    messages = [m["id"] for c in conversations
+                for m in session.get(f"{url}/api/conversations/{c}/messages", timeout=10)
+                .json()["messages"]]
+    export = session.get(f"{url}/api/memory/export", timeout=30).json()
+    episodes = [e["episode_id"] if "episode_id" in e else e["id"] for e in export["episodes"]]
+    return {"session": session, "conversations": conversations, "messages": messages,
+            "episodes": episodes, "export": export}
+
+
+def test_another_users_ids_reach_nothing_over_rest(live_server, owner):
+    url = live_server.url
+    intruder = register(url, "intruder2")
+    for conversation in owner["conversations"]:
+        response = intruder.get(f"{url}/api/conversations/{conversation}/messages", timeout=10)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    # Every episode id there is (and a few beyond): nothing to delete.
+    for episode_id in range(1, max(owner["episodes"]) + 5):
+        assert intruder.delete(f"{url}/api/memory/{episode_id}", timeout=10).status_code == 404
+    assert intruder.get(f"{url}/api/memory", timeout=10).json()["results"] == []
+    for query in ("safe combination mirror", "bank PIN grandma"):
+        found = intruder.get(f"{url}/api/memory", params={"q": query}, timeout=10).json()
+        assert found["results"] == []
+    assert intruder.get(f"{url}/api/memory/export", timeout=30).json()["episodes"] == []
+    assert intruder.get(f"{url}/api/conversations", timeout=10).json()["conversations"] == []
+
+    # Importing the owner's export (with the owner's ids in it) only fills the intruder's own
+    # memory; the owner's is untouched.
+    imported = intruder.post(f"{url}/api/memory/import", json=owner["export"], timeout=60)
+    assert imported.status_code == 200
+    after = owner["session"].get(f"{url}/api/memory/export", timeout=30).json()
+    assert after["episodes"] == owner["export"]["episodes"]
+
+
+def test_another_users_ids_reach_nothing_over_the_socket(live_server, owner):
+    intruder = UserSocket(live_server.url, register(live_server.url, "intruder3"))
+    for conversation in owner["conversations"]:
+        ack = intruder.call("chat", {"conversation_id": conversation, "text": "let me in"})
+        assert ack == {"ok": False, "error": {"code": "not_found",
+                                              "message": "No such conversation."}}
+    for message_id in owner["messages"]:
+        assert intruder.call("regenerate", {"message_id": message_id})["error"]["code"] == (
+            "not_found")
+        assert intruder.call("stop", {"message_id": message_id})["ok"] is False
+    assert not [e for e, _ in intruder.events if e in ("memory", "token", "done", "spikes")]
+    intruder.close()
+    messages = owner["session"].get(
+        f"{live_server.url}/api/conversations/{owner['conversations'][0]}/messages",
+        timeout=10).json()["messages"]
+    assert [m["status"] for m in messages] == ["complete", "complete"]  # nothing regenerated
+
+
+def test_a_forged_or_tampered_session_cookie_is_refused(live_server):
+    session = register(live_server.url, "cookiejar")
+    value = session.cookies["sornmemory_session"]
+    for forged in (value[:-2] + ("AA" if not value.endswith("AA") else "BB"),
+                   "eyJ1c2VyX2lkIjoxfQ.forged.signature"):
+        jar = requests.Session()
+        jar.cookies.set("sornmemory_session", forged)
+        assert jar.get(f"{live_server.url}/api/auth/me", timeout=10).status_code == 401
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            UserSocket(live_server.url, jar)
+
+
+def test_a_login_sets_a_fresh_httponly_samesite_cookie(live_server):
+    register(live_server.url, "freshcookie")
+    register(live_server.url, "freshcookie2")
+    old = requests.Session()
+    old.post(f"{live_server.url}/api/auth/login", timeout=10,
+             json={"username": "freshcookie", "password": PASSWORD})
+    # Logging in over another account's session replaces it: no fixation.
+    old.post(f"{live_server.url}/api/auth/login", timeout=10,
+             json={"username": "freshcookie2", "password": PASSWORD})
+    assert old.get(f"{live_server.url}/api/auth/me", timeout=10).json()["user"][
+        "username"] == "freshcookie2"
+    response = requests.post(f"{live_server.url}/api/auth/login", timeout=10,
+                             json={"username": "freshcookie", "password": PASSWORD})
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+
+
+def test_login_throttling_ignores_the_usernames_case_and_spares_other_accounts(live_server):
+    register(live_server.url, "casey")
+    register(live_server.url, "bystander")
+    for attempt in range(10):
+        name = "Casey" if attempt % 2 else "CASEY"
+        wrong = requests.post(f"{live_server.url}/api/auth/login", timeout=10,
+                              json={"username": name, "password": "not the password"})
+        assert wrong.status_code == 401
+    blocked = requests.post(f"{live_server.url}/api/auth/login", timeout=10,
+                            json={"username": "casey", "password": PASSWORD})
+    assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "too_many_attempts"
+    other = requests.post(f"{live_server.url}/api/auth/login", timeout=10,
+                          json={"username": "bystander", "password": PASSWORD})
+    assert other.status_code == 200
+
+
+HUGE = 10 * 2**20
+
+
+@pytest.mark.parametrize("body, content_type, register_code, login_code", [
+    (b"{not json", "application/json", "bad_request", "bad_request"),
+    (b"\x00\xff\xfe binary \x80", "application/json", "bad_request", "bad_request"),
+    (b"\x00\xff\xfe binary \x80", "application/octet-stream", "bad_request", "bad_request"),
+    (b'{"username": {"nested": 1}, "password": ["x"]}', "application/json", "bad_request",
+     "bad_request"),
+    (b'{"username": "' + b"u" * HUGE + b'", "password": "long enough"}', "application/json",
+     "invalid_username", "bad_credentials"),
+    (b'{"username": "hugepassword", "password": "' + b"p" * HUGE + b'"}', "application/json",
+     "invalid_password", "bad_credentials"),
+])
+def test_malformed_and_huge_auth_bodies_get_clear_errors(live_server, body, content_type,
+                                                         register_code, login_code):
+    for route, code in (("register", register_code), ("login", login_code)):
+        response = requests.post(f"{live_server.url}/api/auth/{route}", data=body, timeout=30,
+                                 headers={"Content-Type": content_type})
+        assert response.status_code == (401 if code == "bad_credentials" else 400)
+        error = response.json()["error"]
+        assert error["code"] == code and error["message"]
+    assert requests.get(f"{live_server.url}/healthz", timeout=10).status_code == 200
+
+
+def test_malformed_imports_and_queries_get_clear_errors(live_server):
+    session = register(live_server.url, "importer")
+    url = f"{live_server.url}/api/memory"
+    for body in (b"\x00\xff binary", b"[1, 2, 3]", b'{"episodes": "not a list"}',
+                 b'{"episodes": [{"text": 42}]}', b'{"episodes": [' + b'{"t": 1},' * 1000 + b"1]}"):
+        response = session.post(url + "/import", data=body, timeout=30,
+                                headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text[:200]
+        assert response.json()["error"]["message"]
+    huge_query = session.get(url, params={"q": "word " * 3000}, timeout=30)
+    assert huge_query.status_code in (200, 400, 414)
+    assert session.get(url, params={"q": "still answering"}, timeout=10).status_code == 200
+
+
+def test_oversized_and_binary_socket_payloads_do_not_harm_the_server(live_server):
+    session = register(live_server.url, "bigmouth")
+    sock = UserSocket(live_server.url, session)
+    assert sock.call("chat", {"conversation_id": None, "text": b"\x00\xffbinary"})["error"][
+        "code"] == "bad_request"
+    assert sock.call("chat", {"conversation_id": None, "text": "x" * 200_000})["error"][
+        "code"] == "too_long"
+    assert sock.call("regenerate", [1, 2, 3])["error"]["code"] == "bad_request"
+    assert sock.call("stop", {"message_id": None})["error"]["code"] == "bad_request"
+
+    # 10 MB in one event is over the socket's message limit: the connection is closed.
+    sock.client.emit("chat", {"conversation_id": None, "text": "y" * (10 * 2**20)})
+    sock.client.sleep(2)
+    assert not sock.client.connected
+    again = UserSocket(live_server.url, session)
+    assert again.chat("Still here after the big one?")["ok"]
+    again.close()

@@ -1,0 +1,246 @@
+"""FakeNIM: a real HTTP server on 127.0.0.1 that speaks NIM's OpenAI-compatible protocol.
+
+    with FakeNIM(reply="Hello there") as nim:
+        client = NIMClient(base_url=nim.base_url, api_key="nvapi-test")
+        nim.mode = "429"              # every request now answers 429
+        nim.fail_times = 2            # ...but only the first 2; later ones are "ok"
+
+Routes: POST /v1/chat/completions (streamed as server-sent events, chunked encoding,
+with keep-alive comments, a role chunk, one chunk per word of `.reply`, a finish
+chunk, a usage-only chunk and `data: [DONE]`) and GET /v1/models (`.models`; it obeys
+the HTTP error modes, and answers normally in the others).
+
+Modes (`.mode`, settable at any time):
+  "ok"              stream `.reply` after `.delay` seconds
+  "401" "404" "500" that HTTP error, body in `.error_style` ("nim": {"status","title",
+                    "detail"}; "openai": {"error": {"message", ...}}); `.error_detail`
+                    replaces the canned explanation
+  "429"             rate limited, no Retry-After
+  "429-retry-after" rate limited with `Retry-After: {.retry_after}`
+  "hang"            read the request, never answer (released at shutdown)
+  "drip"            like ok, `.drip_interval` seconds between chunks
+  "cut"             send the first half of the words, then drop the connection
+  "garbage"         200 with `data:` lines that are not JSON
+
+Records: `.requests` (JSON bodies of chat requests), `.calls` (every request:
+{"method", "path", "headers", "time"} with time.monotonic()), `.served` (every streamed
+answer: {"question": the last user message, "seconds": from the request's arrival to its
+last byte}, so a load test can take the model's own time out of a turn's latency).
+Shutdown never waits for a hanging or dripping request.
+
+It lives in the package (not only under tests/) because `sornmemory loadtest` runs
+against it; tests/support/fake_nim.py re-exports it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODES = ("ok", "401", "404", "429", "429-retry-after", "500", "hang", "drip", "cut", "garbage")
+
+_ERRORS = {
+    401: ("Unauthorized", "Authentication failed"),
+    404: ("Not Found", "Function 'fake-model': Not found for account"),
+    429: ("Too Many Requests", "Rate limit exceeded"),
+    500: ("Internal Server Error", "Inference failed"),
+}
+
+
+class FakeNIM:
+    def __init__(
+        self,
+        reply: str = "Hello! I remember that you like hiking in the Alps.",
+        mode: str = "ok",
+        models: tuple[str, ...] = ("meta/llama-3.1-8b-instruct", "fake/tiny"),
+    ) -> None:
+        self.reply = reply
+        self._mode = "ok"
+        self.mode = mode
+        self.models = list(models)
+        self.delay = 0.0
+        self.drip_interval = 0.05
+        self.retry_after = "1"
+        self.fail_times: int | None = None
+        self.error_style = "nim"
+        self.error_detail: str | None = None
+        self.requests: list[dict] = []
+        self.served: list[dict] = []
+        self.calls: list[dict] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.fake = self
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"unknown FakeNIM mode {value!r}; one of {MODES}")
+        self._mode = value
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeNIM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _record(self, handler: BaseHTTPRequestHandler, body: dict | None) -> str:
+        """Log the request; return the mode that applies to it."""
+        with self._lock:
+            self.calls.append(
+                {
+                    "method": handler.command,
+                    "path": handler.path,
+                    "headers": dict(handler.headers.items()),
+                    "time": time.monotonic(),
+                }
+            )
+            if body is not None:
+                self.requests.append(body)
+            failing = self.fail_times is None or len(self.calls) <= self.fail_times
+            return self.mode if failing else "ok"
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep; False if the server is shutting down meanwhile."""
+        return not self._stopping.wait(seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ThreadingHTTPServer
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    @property
+    def fake(self) -> FakeNIM:
+        return self.server.fake
+
+    def do_GET(self) -> None:
+        mode = self.fake._record(self, None)
+        if self.path != "/v1/models":
+            return self._error(404)
+        if self._answered_error(mode):
+            return
+        data = [{"id": name, "object": "model"} for name in self.fake.models]
+        self._json(200, {"object": "list", "data": data})
+
+    def do_POST(self) -> None:
+        arrived = time.monotonic()
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        mode = self.fake._record(self, body)
+        if self.path != "/v1/chat/completions":
+            return self._error(404)
+        if self._answered_error(mode):
+            return
+        if mode == "hang":
+            self.fake._stopping.wait()
+            self.close_connection = True
+            return
+        try:
+            self._stream(mode, body.get("model", "fake"))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client hung up (cancel): fine
+        questions = [m.get("content") for m in body.get("messages", []) if m.get("role") == "user"]
+        with self.fake._lock:
+            self.fake.served.append({"question": (questions or [""])[-1],
+                                     "seconds": time.monotonic() - arrived})
+
+    def _answered_error(self, mode: str) -> bool:
+        if mode in ("401", "404", "429", "500"):
+            self._error(int(mode))
+        elif mode == "429-retry-after":
+            self._error(429, {"Retry-After": self.fake.retry_after})
+        else:
+            return False
+        return True
+
+    def _stream(self, mode: str, model: str) -> None:
+        if not self.fake._pause(self.fake.delay):
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        if mode == "garbage":
+            self._chunk(b"data: {this is not json\n\n")
+            self._chunk(b"data: [DONE]\n\n")
+            return self._chunk(b"")
+        words = re.findall(r"\s*\S+", self.fake.reply)
+        if mode == "cut":
+            words = words[: max(1, len(words) // 2)]
+        self._chunk(b": keep-alive\n\n")
+        self._event(model, {"role": "assistant", "content": ""})
+        for word in words:
+            if mode == "drip" and not self.fake._pause(self.fake.drip_interval):
+                return
+            self._event(model, {"content": word})
+        if mode == "cut":
+            return  # no terminating chunk: the connection just drops
+        self._event(model, {}, finish_reason="stop")
+        usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 0}
+        self._data({"id": "chatcmpl-fake", "choices": [], "usage": usage})
+        self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+
+    def _event(self, model: str, delta: dict, finish_reason: str | None = None) -> None:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        self._data(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [choice],
+            }
+        )
+
+    def _data(self, payload: dict) -> None:
+        self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _error(self, status: int, headers: dict | None = None) -> None:
+        title, detail = _ERRORS.get(status, ("Error", "Error"))
+        detail = self.fake.error_detail or detail
+        if self.fake.error_style == "openai":
+            body = {"error": {"message": detail, "type": "error", "code": status}}
+        else:
+            body = {"status": status, "title": title, "detail": detail}
+        self._json(status, body, headers)
+
+    def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
