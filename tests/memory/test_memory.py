@@ -117,6 +117,16 @@ def test_snapshots_follow_each_users_own_episode_count(open_memory, tmp_path):
     ]
 
 
+def test_storing_again_with_the_same_external_id_keeps_one_episode(open_memory):
+    memory = open_memory()
+    first = memory.store("Lena moved to Hamburg", external_id="message:42")
+    steps = memory.network.net.t
+    again = memory.store("Lena moved to Hamburg", external_id="message:42")
+    assert again == first
+    assert memory.network.net.t == steps  # not learned twice either
+    assert memory.stats()["episodes"] == 1
+
+
 def test_a_damaged_snapshot_falls_back_to_replay(open_memory, tmp_path):
     memory = open_memory()
     fill(memory)

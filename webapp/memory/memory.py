@@ -100,7 +100,14 @@ class Memory:
               role: str = "user", timestamp: float | None = None,
               external_id: str | None = None, importance: float | None = None,
               on_spikes: SpikeCallback | None = None) -> int:
-        """Persist one episode, let the network learn it, index it; returns its id."""
+        """Persist one episode, let the network learn it, index it; returns its id.
+
+        Idempotent on `external_id`: a retry (e.g. after an engine restart, when the first
+        attempt may have committed) returns the stored episode instead of a duplicate."""
+        if external_id is not None:
+            stored = self.db.episode_with_external_id(self.user_id, external_id)
+            if stored is not None:
+                return stored
         episode = self._new_episode(text, conversation_id, role, timestamp, external_id,
                                     importance)
         (episode_id,) = self._learn_and_commit([episode], on_spikes)

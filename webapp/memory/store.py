@@ -512,6 +512,14 @@ class Store:
                 yield _episode_row(row)
             after_id = rows[-1]["id"]
 
+    def episode_with_external_id(self, user_id: int, external_id: str) -> int | None:
+        """The id of this user's episode carrying `external_id`, if any."""
+        row = self._connection().execute(
+            "SELECT id FROM episodes WHERE user_id = ? AND external_id = ? LIMIT 1",
+            (user_id, external_id),
+        ).fetchone()
+        return row[0] if row else None
+
     def last_episode_id(self, user_id: int) -> int:
         row = self._connection().execute(
             "SELECT MAX(id) FROM episodes WHERE user_id = ?", (user_id,)
