@@ -6,9 +6,10 @@ from webapp.bench import footprint
 
 
 def test_users_are_evicted_and_their_networks_saved():
-    args = argparse.Namespace(users=3, messages=2, registered=50, seed=0)
+    args = argparse.Namespace(users=3, messages=2, registered=50, max_resident=2, seed=0)
     result = footprint.run(args)
-    assert result["resident_memories_loaded"] == 3
+    assert result["max_resident"] == 2
+    assert result["resident_memories_loaded"] == 2  # the worker's bound, not the 3 users
     assert result["resident_memories_evicted"] == 0
     assert result["network_files"] == 3 + 1  # and the warm-up user's
     assert result["disk_network_per_user_bytes"] > 10_000

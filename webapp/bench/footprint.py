@@ -3,8 +3,9 @@ of many registered users.
 
 RAM is read from a fresh engine-worker process that runs the real worker code
 (`webapp.engine.worker.Engines`): its resident size with no user loaded, with N users who
-each stored some messages, and after housekeeping consolidated, saved and evicted them
-all (then again after glibc's `malloc_trim`, which hands freed heap back to the OS).
+each stored some messages (at most `--max-resident` of them stay loaded, as in a worker),
+and after housekeeping consolidated, saved and evicted them all and handed the freed heap
+back to the OS, as a deployed worker does.
 Disk per user is the growth of the database and of the network snapshots. The registered
 users check creates `--registered` accounts (rows only, as sign-up does) and times login
 lookups among them.
@@ -13,8 +14,6 @@ lookups among them.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import multiprocessing
 import sqlite3
 import tempfile
@@ -27,6 +26,7 @@ from werkzeug.security import generate_password_hash
 from webapp.bench.measure import directory_bytes, load_average, percentile, rss_bytes
 from webapp.bench.recall import ChatText
 from webapp.engine import protocol
+from webapp.engine.heap import release_free_memory
 from webapp.engine.worker import Engines, WorkerSettings
 from webapp.memory import Store
 
@@ -39,16 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--messages", type=int, default=20, help="messages each user stores")
     parser.add_argument("--registered", type=int, default=10_000,
                         help="accounts created for the registered-users check")
+    parser.add_argument("--max-resident", type=int, default=None,
+                        help="memories a worker keeps loaded (default: all the users)")
     parser.add_argument("--seed", type=int, default=0)
-
-
-def _trim_heap() -> bool:
-    """Return freed heap pages to the OS (glibc only); False where unavailable."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
 
 
 def _database_bytes(store: Store) -> int:
@@ -58,10 +51,12 @@ def _database_bytes(store: Store) -> int:
     return store.database_bytes()
 
 
-def _worker_footprint(directory: str, users: int, messages: int, seed: int, results) -> None:
+def _worker_footprint(directory: str, users: int, messages: int, max_resident: int, seed: int,
+                      results) -> None:
     """Child process: the engine worker's RSS with users loaded and evicted, and disk."""
     settings = WorkerSettings(db_path=str(Path(directory) / "memory.db"),
-                              network_dir=str(Path(directory) / "networks"), idle_seconds=0.0)
+                              network_dir=str(Path(directory) / "networks"), idle_seconds=0.0,
+                              max_resident=max_resident)
     store = Store(settings.db_path)
     user_ids = [store.create_user(f"user{i}", "-") for i in range(users + 1)]
     engines = Engines(settings, send_event=lambda event: None)
@@ -75,24 +70,21 @@ def _worker_footprint(directory: str, users: int, messages: int, seed: int, resu
             if not reply["ok"]:
                 raise RuntimeError(reply["error"]["message"])
 
-    def evict_all() -> None:
+    def evict_all() -> None:  # what an idle worker does (the heap is trimmed last)
         while engines.housekeeping():
             pass
-        gc.collect()
 
     store_messages(user_ids[0])  # imports, JIT and caches warm before the baseline
     evict_all()
-    _trim_heap()
     base, db_base = rss_bytes(), _database_bytes(store)
     for user_id in tqdm(user_ids[1:], desc="loading users", unit="user", leave=False):
         store_messages(user_id)
     loaded, resident = rss_bytes(), len(engines.memories)
     network_bytes = sum(m.network.net.nbytes() for m in engines.memories.values())
     evict_all()
-    evicted = rss_bytes()
-    trimmed = rss_bytes() if _trim_heap() else None
     results.put({
-        "base": base, "loaded": loaded, "evicted": evicted, "trimmed": trimmed,
+        "base": base, "loaded": loaded, "evicted": rss_bytes(),
+        "heap_trimmed": release_free_memory(),  # False off glibc: then RSS stays high
         "resident_loaded": resident, "resident_evicted": len(engines.memories),
         "network_array_bytes": network_bytes,
         "db_bytes": _database_bytes(store) - db_base,
@@ -101,30 +93,27 @@ def _worker_footprint(directory: str, users: int, messages: int, seed: int, resu
     })
 
 
-def measure_worker(users: int, messages: int, seed: int) -> dict:
+def measure_worker(users: int, messages: int, max_resident: int, seed: int) -> dict:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     with tempfile.TemporaryDirectory() as directory:
         child = ctx.Process(target=_worker_footprint,
-                            args=(directory, users, messages, seed, results))
+                            args=(directory, users, messages, max_resident, seed, results))
         child.start()
         found = results.get()
         child.join()
-    per_user = {key: (found[key] - found["base"]) / users if found[key] is not None else None
-                for key in ("loaded", "evicted", "trimmed")}
+    resident = found["resident_loaded"]
     return {
-        "users": users, "messages_per_user": messages,
+        "users": users, "messages_per_user": messages, "max_resident": max_resident,
         "worker_rss_base_bytes": found["base"],
         "worker_rss_loaded_bytes": found["loaded"],
         "worker_rss_evicted_bytes": found["evicted"],
-        "worker_rss_trimmed_bytes": found["trimmed"],
-        "resident_memories_loaded": found["resident_loaded"],
+        "heap_trimmed": found["heap_trimmed"],
+        "resident_memories_loaded": resident,
         "resident_memories_evicted": found["resident_evicted"],
-        "ram_per_loaded_user_bytes": round(per_user["loaded"]),
-        "network_arrays_per_user_bytes": round(found["network_array_bytes"] / users),
-        "ram_per_idle_user_bytes": round(per_user["evicted"]),
-        "ram_per_idle_user_trimmed_bytes":
-            None if per_user["trimmed"] is None else round(per_user["trimmed"]),
+        "ram_per_loaded_user_bytes": round((found["loaded"] - found["base"]) / resident),
+        "network_arrays_per_user_bytes": round(found["network_array_bytes"] / resident),
+        "ram_per_idle_user_bytes": round((found["evicted"] - found["base"]) / users),
         "disk_db_per_user_bytes": round(found["db_bytes"] / users),
         "disk_network_per_user_bytes": round(found["network_file_bytes"] / users),
         "network_files": found["network_files"],
@@ -159,7 +148,8 @@ def measure_registered(count: int) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     load = load_average()
-    worker = measure_worker(args.users, args.messages, args.seed)
+    worker = measure_worker(args.users, args.messages, args.max_resident or args.users,
+                            args.seed)
     registered = measure_registered(args.registered)
     disk_per_active = worker["disk_db_per_user_bytes"] + worker["disk_network_per_user_bytes"]
     return {
@@ -172,14 +162,15 @@ def run(args: argparse.Namespace) -> dict:
 def format_report(result: dict) -> str:
     mb = 1e6
     return "\n".join([
-        f"{result['users']} users x {result['messages_per_user']} messages in one engine worker "
-        f"(load {result['load'][0]}):",
+        f"{result['users']} users x {result['messages_per_user']} messages in one engine worker, "
+        f"at most {result['max_resident']} loaded (load {result['load'][0]}):",
         f"  RSS base {result['worker_rss_base_bytes'] / mb:.1f} MB, loaded "
-        f"{result['worker_rss_loaded_bytes'] / mb:.1f} MB, evicted "
+        f"{result['worker_rss_loaded_bytes'] / mb:.1f} MB "
+        f"({result['resident_memories_loaded']} resident), evicted "
         f"{result['worker_rss_evicted_bytes'] / mb:.1f} MB",
         f"  per loaded user {result['ram_per_loaded_user_bytes'] / mb:.2f} MB, per idle user "
-        f"{result['ram_per_idle_user_bytes'] / mb:.3f} MB (after malloc_trim "
-        f"{(result['ram_per_idle_user_trimmed_bytes'] or 0) / mb:.3f} MB)",
+        f"{result['ram_per_idle_user_bytes'] / mb:.3f} MB (heap trimmed: "
+        f"{result['heap_trimmed']})",
         f"  disk per user: database {result['disk_db_per_user_bytes'] / 1e3:.0f} kB, network "
         f"{result['disk_network_per_user_bytes'] / 1e3:.0f} kB",
         f"{result['registered_users']} registered users: {result['register_ms_mean']} ms each, "

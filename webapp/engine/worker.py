@@ -3,14 +3,18 @@
 The worker serves commands one at a time from its pipe (see protocol.py). When no command
 has come for a while it does its housekeeping: consolidate (and so snapshot) the memories
 that learned something new, in bounded chunks so a new command waits at most one chunk,
-and evict the ones nobody used for `idle_seconds` (saved first; they reload on demand).
-Spikes recorded while storing or recalling go back as `spikes` events right away.
+and evict the ones nobody used for `idle_seconds` (saved first; they reload on demand),
+then hand the freed heap back to the OS. At most `max_resident` memories stay loaded: the
+least recently used one is saved and evicted to make room, so a worker's RAM is bounded
+whatever the number of active users. Spikes recorded while storing or recalling go back
+as `spikes` events right away.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import time
 import traceback
@@ -19,9 +23,26 @@ from multiprocessing.connection import Connection
 
 from webapp.engine import protocol
 from webapp.engine.frames import encode_frames
+from webapp.engine.heap import release_free_memory
 from webapp.memory import Memory, MemoryInputError, Store
 
 log = logging.getLogger(__name__)
+
+LOADED_USER_BYTES = 2_500_000  # RAM of one loaded memory, measured 2.0 MB (bench footprint)
+RESIDENT_RAM_SHARE = 4  # loaded memories of all workers may take 1/4 of the RAM
+
+
+def default_max_resident() -> int:
+    """`SORNMEMORY_MAX_RESIDENT`, else what a quarter of the RAM holds, shared by one
+    worker per CPU (the default number of workers)."""
+    configured = os.environ.get("SORNMEMORY_MAX_RESIDENT")
+    if configured:
+        return max(1, int(configured))
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # the platform does not say
+        return 256
+    return max(16, ram // RESIDENT_RAM_SHARE // (os.cpu_count() or 1) // LOADED_USER_BYTES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +54,7 @@ class WorkerSettings:
     idle_seconds: float = 600.0  # evict a memory unused this long
     quiet_seconds: float = 3.0  # no command this long -> housekeeping
     consolidate_steps: int = 2000  # replay steps per housekeeping chunk
+    max_resident: int = dataclasses.field(default_factory=default_max_resident)
 
 
 class Engines:
@@ -43,14 +65,24 @@ class Engines:
         self.store = Store(settings.db_path)
         self.send_event = send_event
         self.memories: dict[int, Memory] = {}
-        self.last_used: dict[int, float] = {}
+        self.last_used: dict[int, float] = {}  # least recently used first
         self.unconsolidated: set[int] = set()
+        self.heap_to_trim = False  # memories were evicted since the heap was last trimmed
 
     def memory(self, user_id: int) -> Memory:
         if user_id not in self.memories:
+            while len(self.memories) >= max(1, self.settings.max_resident):
+                self.evict(next(iter(self.last_used)))
             self.memories[user_id] = Memory(self.store, user_id, self.settings.network_dir)
-        self.last_used[user_id] = time.monotonic()
+        self.last_used.pop(user_id, None)
+        self.last_used[user_id] = time.monotonic()  # re-inserted: dict order is LRU order
         return self.memories[user_id]
+
+    def evict(self, user_id: int) -> None:
+        """Save a memory and drop it; it reloads from disk on the user's next command."""
+        self._quietly(self.memories.pop(user_id).save)
+        del self.last_used[user_id]
+        self.heap_to_trim = True
 
     def handle(self, cmd: dict) -> dict:
         request_id, user_id, op, args = cmd["id"], cmd["user_id"], cmd["op"], cmd["args"]
@@ -114,12 +146,14 @@ class Engines:
                 self._quietly(self.memories[user_id].consolidate,
                               max_steps=self.settings.consolidate_steps)
             return True
-        now = time.monotonic()
-        for user_id, used in list(self.last_used.items()):
-            if now - used > self.settings.idle_seconds:
-                self._quietly(self.memories.pop(user_id).save)
-                del self.last_used[user_id]
-                return True
+        oldest = next(iter(self.last_used.items()), None)
+        if oldest is not None and time.monotonic() - oldest[1] > self.settings.idle_seconds:
+            self.evict(oldest[0])
+            return True
+        if self.heap_to_trim:  # once the evictions are done, not after each one
+            release_free_memory()
+            self.heap_to_trim = False
+            return True
         return False
 
     def save_all(self) -> None:
@@ -172,6 +206,7 @@ def run_worker(conn: Connection, settings: WorkerSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="engine %(process)d: %(message)s")
     engines = Engines(settings, conn.send)
     pending: deque = deque()  # (arrival time, command) received, not yet served
+    recalls = 0  # recalls among them: without any, the queue is served in order, in O(1)
     last_command = time.monotonic()
     busy = False
     while True:
@@ -183,12 +218,15 @@ def run_worker(conn: Connection, settings: WorkerSettings) -> None:
                 if cmd is None:
                     raise EOFError
                 pending.append((time.monotonic(), cmd))
+                recalls += cmd["op"] == "recall"
                 wait = 0
         except (EOFError, OSError):
             break
         if pending:
+            cmd = next_command(pending, time.monotonic()) if recalls else pending.popleft()[1]
+            recalls -= cmd["op"] == "recall"
             try:
-                conn.send(engines.handle(next_command(pending, time.monotonic())))
+                conn.send(engines.handle(cmd))
             except (BrokenPipeError, OSError):  # the web process is gone
                 break
             last_command = time.monotonic()
