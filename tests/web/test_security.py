@@ -101,6 +101,17 @@ def test_a_login_sets_a_fresh_httponly_samesite_cookie(live_server):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
 
 
+def test_requests_do_not_reissue_the_session_cookie_so_a_logout_sticks(live_server):
+    """A request in flight during a logout must not bring the old session back."""
+    session = register(live_server.url, "stickylogout")
+    me = session.get(f"{live_server.url}/api/auth/me", timeout=10)
+    assert me.status_code == 200 and "Set-Cookie" not in me.headers
+    assert "Set-Cookie" not in session.get(f"{live_server.url}/api/conversations",
+                                           timeout=10).headers
+    session.post(f"{live_server.url}/api/auth/logout", timeout=10)
+    assert session.get(f"{live_server.url}/api/auth/me", timeout=10).status_code == 401
+
+
 def test_login_throttling_ignores_the_usernames_case_and_spares_other_accounts(live_server):
     register(live_server.url, "casey")
     register(live_server.url, "bystander")

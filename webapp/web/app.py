@@ -71,6 +71,9 @@ def create_app(config: dict | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        # Set the cookie only when the session changes: a request still in flight during a
+        # logout would otherwise re-issue the old session and undo the logout.
+        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
     )
     # Default cors_allowed_origins: only the server's own origin may open a connection.
