@@ -85,6 +85,24 @@ def test_a_run_split_into_calls_equals_one_run():
     assert np.array_equal(split.thresholds_e, whole.thresholds_e)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_frozen_copy_runs_like_a_frozen_network_and_leaves_the_original_alone(backend):
+    net = SORN(SORNConfig(), seed=3, backend=backend)
+    net.run([[k % 300] for k in range(250)], record=False)  # next run crosses a draw block
+    before = (net.t, net.x.copy(), net.y.copy(), net.w_ee, net.thresholds_e, net.stats())
+    reference = SORN.from_arrays(net.to_arrays(), backend=backend)
+    reference.plastic = False
+    inputs = [[k % 300, (5 * k) % 300] for k in range(40)]
+
+    frozen = net.frozen_copy()
+    assert np.array_equal(frozen.run(inputs), reference.run(inputs))
+    after = (net.t, net.x, net.y, net.w_ee, net.thresholds_e, net.stats())
+    assert before[0] == after[0] and before[5] == after[5]
+    for old, new in zip(before[1:5], after[1:5], strict=True):
+        assert np.array_equal(old, new)
+    assert net.plastic
+
+
 def test_stats_are_plain_json_values():
     net = SORN(SORNConfig(), seed=0)
     net.run(300, record=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from webapp.memory.bm25 import BM25Query
+from webapp.memory.hot_postings import HotPostings
 from webapp.memory.network import EpisodeNetwork, SpikeCallback
 from webapp.memory.ranking import CONTEXT_WIDTH, Pool
 from webapp.memory.store import NewEpisode, Store
@@ -80,6 +81,7 @@ class Memory:
         self._network_dir = Path(network_dir)
         self._plastic = plastic
         self._open_network()
+        self._hot_postings = HotPostings(store, user_id)
         self._recalled: Counter[int] = Counter()  # recall counts not yet written
         self._rehearsed: set[int] = set()  # recalled since the last consolidation
 
@@ -167,6 +169,7 @@ class Memory:
 
     def delete(self, episode_id: int) -> bool:
         """Remove one episode and its index entries; False if the user has no such one."""
+        self._hot_postings.clear()  # a delete may rewrite any postings block
         return self.db.delete_episode(self.user_id, int(episode_id))
 
     # -- recall ---------------------------------------------------------------------
@@ -184,7 +187,7 @@ class Memory:
         if not tokens or not n_episodes or k <= 0:
             return []
         weights = dict(Counter(tokens))
-        lexical = BM25Query(self.db.postings(self.user_id, weights), weights, n_episodes,
+        lexical = BM25Query(self._hot_postings.postings(list(weights)), weights, n_episodes,
                             n_tokens / n_episodes)
         top_ids, top_scores = lexical.top(CANDIDATES)
         if not len(top_ids):
@@ -235,9 +238,8 @@ class Memory:
             seqs=np.array([row["seq"] for row in rows], dtype=np.int64),
             conversations=[row["conversation_id"] for row in rows],
             importance=np.array([row["importance"] for row in rows]),
-            traces=np.array([np.frombuffer(row["trace"], dtype=np.uint8) if row["trace"]
-                             else np.zeros(n_e, dtype=np.uint8) for row in rows]
-                            ).reshape(len(rows), n_e),
+            traces=np.frombuffer(b"".join(row["trace"] or bytes(n_e) for row in rows),
+                                 dtype=np.uint8).reshape(len(rows), n_e),
             lexical=lexical.scores(ids) / best,
         )
 
@@ -303,6 +305,7 @@ class Memory:
         the network with plasticity on until `max_steps` steps are used (the episode under
         way is finished), and the network is snapshot."""
         self._write_recalls()
+        self._hot_postings.clear()  # an idle user keeps no postings in RAM
         faded = self.db.fade(self.user_id, time.time() if now is None else now,
                              IMPORTANCE_HALF_LIFE, IMPORTANCE_FLOOR)
         rehearsed = self.db.rehearse(self.user_id, self._rehearsed, REHEARSAL_BOOST)

@@ -33,6 +33,7 @@ from webapp.memory.tokenizer import token_id
 
 BLOCK_SIZE = 128
 POSTING = np.dtype([("episode", "<i8"), ("tf", "<u2"), ("length", "<u2")])
+Block = tuple[int, bytes]  # a postings block: its first episode id, its packed POSTING entries
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -432,20 +433,26 @@ class Store:
 
     def postings(self, user_id: int, tokens: Iterable[str]) -> dict[str, np.ndarray]:
         """Postings (episode, tf, length) of each token that the user's episodes contain."""
-        by_id = {token_id(token): token for token in tokens}
-        if not by_id:
-            return {}
-        marks = ", ".join("?" * len(by_id))
-        rows = self._connection().execute(
-            f"SELECT token_id, data FROM postings WHERE user_id = ? AND token_id IN ({marks}) "
-            "ORDER BY token_id, first_episode",
-            (user_id, *by_id),
-        )
-        blocks: dict[str, list[bytes]] = defaultdict(list)
-        for row in rows:
-            blocks[by_id[row[0]]].append(row[1])
-        return {token: np.frombuffer(b"".join(data), dtype=POSTING)
-                for token, data in blocks.items()}
+        blocks = self.posting_blocks(user_id, dict.fromkeys(tokens, 0))
+        return {token: np.frombuffer(b"".join(data for _, data in rows), dtype=POSTING)
+                for token, rows in blocks.items()}
+
+    def posting_blocks(self, user_id: int, since: dict[str, int]) -> dict[str, list[Block]]:
+        """Each token's postings blocks as (first episode, packed POSTING entries), in order,
+        from the block that starts at episode since[token] on (0: all of them); tokens
+        without such blocks are left out. A caller that keeps the blocks it read rereads
+        only the last one, the one a store appends to."""
+        conn = self._connection()
+        blocks = {}
+        for token, first in since.items():
+            rows = conn.execute(
+                "SELECT first_episode, data FROM postings WHERE user_id = ? AND token_id = ? "
+                "AND first_episode >= ? ORDER BY first_episode",
+                (user_id, token_id(token), first),
+            ).fetchall()
+            if rows:
+                blocks[token] = [(row[0], row[1]) for row in rows]
+        return blocks
 
     def totals(self, user_id: int) -> tuple[int, int]:
         """(number of episodes, number of tokens) of the user's memory."""

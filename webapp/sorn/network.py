@@ -18,6 +18,7 @@ The optional numba kernel (webapp/sorn/kernel.py) runs the same steps bit for bi
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from collections.abc import Iterable, Sequence
@@ -222,6 +223,17 @@ class SORN:
             sum_ee=self._sum_ee.copy(), sum_ei=self._sum_ei.copy(),
             rate_counts=self._counts.copy(),
         )
+
+    def frozen_copy(self) -> SORN:
+        """A copy with plasticity off that shares this network's weights, thresholds and
+        scales. A run without learning writes only the state and the rate counts, so only
+        those are copied: cheap enough for every recall, and running the copy leaves this
+        network untouched. (Do not turn learning back on in the copy.)"""
+        frozen = copy.copy(self)
+        frozen.plastic = False
+        frozen._state = self._state.copy()
+        frozen._counts = self._counts.copy()
+        return frozen
 
     # ----------------------------------------------------------------- running
 

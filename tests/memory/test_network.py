@@ -1,0 +1,56 @@
+"""Recall's evoked spikes come from a frozen copy that shares the live network's weights:
+they equal a full copy's, across a block of random draws, and leave the network as it was."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from webapp.memory.network import EVOKE_STEPS, EpisodeNetwork
+from webapp.sorn.randomness import BLOCK_STEPS
+
+QUERY = ["hike", "alp", "lena", "snow"]
+WORDS = ["walk", "hut", "lake", "snow", "lena", "tea", "cold"]
+
+
+def state(network: EpisodeNetwork) -> list:
+    net = network.net
+    return [net.t, net.x.copy(), net.w_ee.copy(), net.thresholds_e.copy(), net.stats()]
+
+
+def full_copy_spikes(network: EpisodeNetwork, tokens: list[str]) -> np.ndarray:
+    """The spikes of the query on a deep copy with plasticity off (the reference)."""
+    frozen = copy.deepcopy(network.net)
+    frozen.plastic = False
+    inputs = []
+    for token in tokens:
+        inputs += [network.encoder.units(token)] + [None] * EVOKE_STEPS
+    return frozen.run(inputs)
+
+
+def near_block_end(directory) -> EpisodeNetwork:
+    """A network that has learned a little, a few steps before a new block of draws."""
+    network = EpisodeNetwork(1, directory)
+    network.learn(WORDS)
+    while network.net.t % BLOCK_STEPS < BLOCK_STEPS - 5:
+        network.learn(WORDS[:1])  # two steps
+    return network
+
+
+def test_evoke_equals_a_full_copy_and_leaves_the_network_untouched(tmp_path):
+    network = near_block_end(tmp_path / "a")  # the query crosses into a new block
+    seen: list[tuple[int, np.ndarray]] = []
+    for _ in range(3):  # again with the draws the earlier recalls handed back
+        before = state(network)
+        network.evoke(QUERY, on_spikes=lambda step, spikes: seen.append((step, spikes)))
+        step, spikes = seen.pop()
+        assert step == network.net.t
+        assert np.array_equal(spikes, full_copy_spikes(network, QUERY))
+        for was, now in zip(before, state(network), strict=True):
+            assert np.array_equal(was, now) if isinstance(was, np.ndarray) else was == now
+    twin = near_block_end(tmp_path / "b")  # the same history without the recalls
+    for learner in (network, twin):
+        learner.learn(WORDS + WORDS)
+    assert network.net.t % BLOCK_STEPS < BLOCK_STEPS - 5
+    assert np.array_equal(network.net.w_ee, twin.net.w_ee)
