@@ -4,6 +4,8 @@ with its own data directory, relaying to a FakeNIM; and helpers to talk to it as
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,3 +103,14 @@ class UserSocket:
 
     def close(self) -> None:
         self.client.disconnect()
+
+
+@contextmanager
+def connected_user(url: str, username: str) -> Iterator[tuple[requests.Session, UserSocket]]:
+    """A new user's logged-in HTTP session and open socket, closed afterwards."""
+    session = register(url, username)
+    sock = UserSocket(url, session)
+    try:
+        yield session, sock
+    finally:
+        sock.close()

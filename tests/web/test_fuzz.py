@@ -12,7 +12,7 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.web.conftest import UserSocket, register
+from tests.web.conftest import UserSocket, connected_user
 
 FUZZ = settings(max_examples=60, deadline=5000, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -38,10 +38,8 @@ STARTED: list[str] = []  # replies the fuzzed events started
 
 @pytest.fixture(scope="module")
 def fuzzer(live_server):
-    session = register(live_server.url, "fuzzer")
-    sock = UserSocket(live_server.url, session)
-    yield session, sock
-    sock.close()
+    with connected_user(live_server.url, "fuzzer") as user:
+        yield user
 
 
 @FUZZ

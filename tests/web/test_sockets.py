@@ -8,24 +8,20 @@ import pytest
 import requests
 import socketio
 
-from tests.web.conftest import UserSocket, register
+from tests.web.conftest import UserSocket, connected_user, register
 from webapp.engine.frames import decode_frame
 
 
 @pytest.fixture(scope="module")
 def alice(live_server):
-    session = register(live_server.url, "alice")
-    sock = UserSocket(live_server.url, session)
-    yield session, sock
-    sock.close()
+    with connected_user(live_server.url, "alice") as user:
+        yield user
 
 
 @pytest.fixture(scope="module")
 def bob(live_server):
-    session = register(live_server.url, "bob")
-    sock = UserSocket(live_server.url, session)
-    yield session, sock
-    sock.close()
+    with connected_user(live_server.url, "bob") as user:
+        yield user
 
 
 def test_an_anonymous_connection_is_refused(live_server):
