@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.web.conftest import PASSWORD, UserSocket, register
+from tests.web.conftest import PASSWORD, connected_user, register
 
 
 def post(url: str, path: str, body=None, session=None, **kwargs) -> requests.Response:
@@ -94,13 +94,9 @@ def test_unknown_routes_methods_and_oversized_bodies_answer_json_errors(live_ser
 
 
 def test_memory_browse_search_delete_export_and_import(live_server):
-    session = register(live_server.url, "memo")
-    sock = UserSocket(live_server.url, session)
-    try:
+    with connected_user(live_server.url, "memo") as (session, sock):
         ack = sock.call("chat", {"conversation_id": None, "text": "My cat Miso loves tuna."})
         sock.wait_for("stats")
-    finally:
-        sock.close()
     url = live_server.url + "/api/memory"
     recent = session.get(url, timeout=10).json()["results"]
     assert [e["role"] for e in recent] == ["assistant", "user"]  # newest first
@@ -128,14 +124,10 @@ def test_memory_browse_search_delete_export_and_import(live_server):
 
 
 def test_a_user_never_reaches_another_users_data_by_id(live_server):
-    owner = register(live_server.url, "owner")
-    other = register(live_server.url, "intruder")
-    sock = UserSocket(live_server.url, owner)
-    try:
+    with connected_user(live_server.url, "owner") as (owner, sock):
         ack = sock.call("chat", {"conversation_id": None, "text": "Owner's diary: 42 islands."})
         sock.wait_for("stats")
-    finally:
-        sock.close()
+    other = register(live_server.url, "intruder")
     episode_id = owner.get(live_server.url + "/api/memory", timeout=10).json()["results"][0][
         "episode_id"]
     conversation = f"{live_server.url}/api/conversations/{ack['conversation_id']}/messages"
