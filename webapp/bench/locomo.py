@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from webapp.bench.measure import percentile
 from webapp.memory import METHODS, Memory, Store
 from webapp.memory.memory import DEFAULT_METHOD
 
@@ -103,8 +104,8 @@ def evaluate(samples: list[dict], method: str, plastic: bool = True) -> dict:
             CATEGORIES[c]: {"questions": len(rs), **{f"recall@{k}": _mean(rs, k) for k in KS}}
             for c, rs in sorted(recalls.items())
         },
-        "recall_ms_p50": _percentile(recall_ms, 50),
-        "recall_ms_p95": _percentile(recall_ms, 95),
+        "recall_ms_p50": percentile(recall_ms, 50),
+        "recall_ms_p95": percentile(recall_ms, 95),
     }
 
 
@@ -112,8 +113,6 @@ def _mean(results: list[dict], k: int) -> float:
     return round(statistics.fmean(r[k] for r in results), 4) if results else 0.0
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return round(float(statistics.quantiles(values, n=100)[q - 1]), 3) if len(values) > 1 else 0.0
 
 
 def run(args: argparse.Namespace) -> dict:

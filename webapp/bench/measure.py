@@ -32,8 +32,11 @@ def load_average() -> list[float]:
 
 
 def percentile(values: list[float], q: int) -> float:
-    """The q-th percentile (1..99) of at least two values, rounded to 0.001."""
-    return round(statistics.quantiles(values, n=100)[q - 1], 3)
+    """The q-th percentile (1..99), rounded to 0.001; a single value is its own percentile,
+    and no values give 0.0."""
+    if len(values) < 2:
+        return round(float(values[0]), 3) if values else 0.0
+    return round(float(statistics.quantiles(values, n=100)[q - 1]), 3)
 
 
 def directory_bytes(path: str | Path) -> int:

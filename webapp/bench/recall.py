@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from webapp.bench.measure import percentile
 from webapp.memory import METHODS, Memory, Store
 from webapp.memory.memory import DEFAULT_METHOD, EXPORT_FORMAT, EXPORT_VERSION
 
@@ -94,10 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _percentile(values: list[float], q: int) -> float:
-    return round(statistics.quantiles(values, n=100)[q - 1], 3)
-
-
 def run(args: argparse.Namespace) -> dict:
     text = ChatText(args.seed)
     with tempfile.TemporaryDirectory() as scratch:
@@ -125,9 +121,9 @@ def run(args: argparse.Namespace) -> dict:
         result = {
             "episodes": store.totals(memory.user_id)[0],
             "method": args.method,
-            "store_ms_p50": _percentile(store_ms, 50), "store_ms_p95": _percentile(store_ms, 95),
-            "recall_ms_p50": _percentile(recall_ms, 50),
-            "recall_ms_p95": _percentile(recall_ms, 95),
+            "store_ms_p50": percentile(store_ms, 50), "store_ms_p95": percentile(store_ms, 95),
+            "recall_ms_p50": percentile(recall_ms, 50),
+            "recall_ms_p95": percentile(recall_ms, 95),
             "db_bytes": store.database_bytes(),
         }
         store.close()

@@ -126,6 +126,11 @@ class NewEpisode:
     gap: int = 1  # positions after the previous episode (an import keeps deleted gaps)
 
 
+def _marks(values: list) -> str:
+    """The `?, ?, ...` placeholders of an SQL `IN (...)` list for `values`."""
+    return ", ".join("?" * len(values))
+
+
 def _now() -> float:
     return time.time()
 
@@ -471,11 +476,10 @@ class Store:
         ids = [int(i) for i in episode_ids]
         if not ids:
             return {}
-        marks = ", ".join("?" * len(ids))
         rows = self._connection().execute(
             # "+user_id": look the ids up by primary key, then check the owner (without
             # it SQLite scans the user's whole (user_id, seq) index).
-            f"SELECT id, seq FROM episodes WHERE +user_id = ? AND id IN ({marks})",
+            f"SELECT id, seq FROM episodes WHERE +user_id = ? AND id IN ({_marks(ids)})",
             (user_id, *ids),
         )
         return {row[0]: row[1] for row in rows}
@@ -486,10 +490,9 @@ class Store:
         wanted = sorted({int(s) for s in seqs})
         if not wanted:
             return {}
-        marks = ", ".join("?" * len(wanted))
         rows = self._connection().execute(
             f"SELECT id, seq, conversation_id, importance, trace FROM episodes WHERE user_id = ? "
-            f"AND seq IN ({marks})",
+            f"AND seq IN ({_marks(wanted)})",
             (user_id, *wanted),
         )
         return {row["seq"]: dict(row) for row in rows}
@@ -498,9 +501,8 @@ class Store:
         ids = [int(i) for i in episode_ids]
         if not ids:
             return {}
-        marks = ", ".join("?" * len(ids))
         rows = self._connection().execute(
-            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE user_id = ? AND id IN ({marks})",
+            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE user_id = ? AND id IN ({_marks(ids)})",
             (user_id, *ids),
         )
         return {row["id"]: _episode_row(row) for row in rows}
