@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from webapp.bench import engine
+from webapp.bench.figure import png_figure
 from webapp.bench.measure import load_average
 from webapp.sorn import SORNConfig
 
@@ -166,24 +167,16 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(result["runs"])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for offset, key, label in ((-0.2, "steps_per_sec", "wall"),
-                               (0.2, "cpu_steps_per_sec", "per CPU-second")):
-        ax.bar([i + offset for i in range(len(names))],
-               [result["runs"][name][key] for name in names], width=0.4, label=label)
-    ax.set_xticks(range(len(names)), names)
-    ax.set(yscale="log", ylabel="steps / s (one core)",
-           title=f"plastic networks of ~375 units (load {result['load'][0]})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with png_figure(path, dpi=100, figsize=(6, 3.5)) as (fig, ax):
+        for offset, key, label in ((-0.2, "steps_per_sec", "wall"),
+                                   (0.2, "cpu_steps_per_sec", "per CPU-second")):
+            ax.bar([i + offset for i in range(len(names))],
+                   [result["runs"][name][key] for name in names], width=0.4, label=label)
+        ax.set_xticks(range(len(names)), names)
+        ax.set(yscale="log", ylabel="steps / s (one core)",
+               title=f"plastic networks of ~375 units (load {result['load'][0]})")
+        ax.legend(fontsize=8)
 
 
 def format_report(result: dict) -> str:

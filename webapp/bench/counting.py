@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from webapp.bench.figure import png_figure
 from webapp.sorn import SORN, SORNConfig
 
 SYMBOLS = "abcdef"
@@ -182,26 +183,19 @@ def counting_result(n: int, first_seed: int, seeds: int, protocol: Protocol) -> 
 
 def plot_sweep(rows: list[dict], path: str) -> None:
     """Last-letter accuracy against n, plastic vs static: seed means and each seed (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     lengths = [row["n"] for row in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for prefix, label, style in (("sorn", "SORN (plastic)", "o-"), ("static", "static", "s--")):
-        line = ax.plot(lengths, [r[f"{prefix}_accuracy"] for r in rows], style, label=label)[0]
-        for row in rows:
-            per_seed = row[f"{prefix}_accuracy_per_seed"]
-            ax.plot([row["n"]] * len(per_seed), per_seed, ".", color=line.get_color(), alpha=0.4)
-    ax.set_xlabel("n (repeated letters per word)")
-    ax.set_ylabel("last-letter accuracy")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_title(f"Counting task, mean of {len(rows[0]['seeds'])} seed(s) (dots: each seed)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with png_figure(path, dpi=120, figsize=(5.5, 3.8)) as (fig, ax):
+        for prefix, label, style in (("sorn", "SORN (plastic)", "o-"), ("static", "static", "s--")):
+            line = ax.plot(lengths, [r[f"{prefix}_accuracy"] for r in rows], style, label=label)[0]
+            for row in rows:
+                per_seed = row[f"{prefix}_accuracy_per_seed"]
+                ax.plot([row["n"]] * len(per_seed), per_seed, ".", color=line.get_color(),
+                        alpha=0.4)
+        ax.set_xlabel("n (repeated letters per word)")
+        ax.set_ylabel("last-letter accuracy")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"Counting task, mean of {len(rows[0]['seeds'])} seed(s) (dots: each seed)")
+        ax.legend()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,6 +35,7 @@ import requests
 from tqdm import tqdm
 
 from webapp.bench.fake_nim import FakeNIM
+from webapp.bench.figure import png_figure
 from webapp.bench.liveserver import (
     InOrderClient,
     ServerProcess,
@@ -505,28 +506,20 @@ def run(args: argparse.Namespace) -> dict:
 
 def plot_phases(phases: list[dict], path: str) -> None:
     """Overhead percentiles and throughput against the number of users."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     phases = sorted(phases, key=lambda p: p["users"])
     users = [p["users"] for p in phases]
-    fig, latency = plt.subplots(figsize=(7, 4))
-    for name, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
-        latency.plot(users, [p["overhead_ms"][name] for p in phases], style, label=name)
-    latency.axhline(BREAK_SECONDS * 1000, color="grey", linestyle=":", linewidth=1)
-    latency.set_xlabel("concurrent users")
-    latency.set_ylabel("turn overhead without the LLM (ms)")
-    latency.legend(loc="upper left")
-    throughput = latency.twinx()
-    throughput.plot(users, [p["throughput_turns_per_sec"] for p in phases], "k--",
-                    label="turns/s")
-    throughput.set_ylabel("turns/s (dashed)")
-    throughput.set_ylim(bottom=0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with png_figure(path, dpi=110, figsize=(7, 4)) as (fig, latency):
+        for name, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+            latency.plot(users, [p["overhead_ms"][name] for p in phases], style, label=name)
+        latency.axhline(BREAK_SECONDS * 1000, color="grey", linestyle=":", linewidth=1)
+        latency.set_xlabel("concurrent users")
+        latency.set_ylabel("turn overhead without the LLM (ms)")
+        latency.legend(loc="upper left")
+        throughput = latency.twinx()
+        throughput.plot(users, [p["throughput_turns_per_sec"] for p in phases], "k--",
+                        label="turns/s")
+        throughput.set_ylabel("turns/s (dashed)")
+        throughput.set_ylim(bottom=0)
 
 
 def _counts(spec: str) -> list[int]:

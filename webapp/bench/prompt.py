@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from tqdm import tqdm
 
+from webapp.bench.figure import png_figure
 from webapp.chat.prompt import (
     DEFAULT_HISTORY_BUDGET_TOKENS,
     DEFAULT_MEMORY_BUDGET_TOKENS,
@@ -148,23 +149,15 @@ def format_report(result: dict) -> str:
 
 
 def _plot(path: str, prompt_tokens: dict[int, int], full_tokens: dict[int, int]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     turns = list(prompt_tokens)
-    figure, axes = plt.subplots(figsize=(7, 4))
-    axes.plot(turns, list(full_tokens.values()), label="whole conversation sent", color="tab:red")
-    axes.plot(
-        turns, list(prompt_tokens.values()), label="SORNMemory prompt (budgeted)", color="tab:blue"
-    )
-    axes.set_yscale("log")
-    axes.set_xlabel("conversation length (messages)")
-    axes.set_ylabel("prompt tokens (estimated)")
-    axes.set_title("Prompt size stays flat as a conversation grows")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with png_figure(path, dpi=120, figsize=(7, 4)) as (figure, axes):
+        axes.plot(turns, list(full_tokens.values()), label="whole conversation sent",
+                  color="tab:red")
+        axes.plot(turns, list(prompt_tokens.values()), label="SORNMemory prompt (budgeted)",
+                  color="tab:blue")
+        axes.set_yscale("log")
+        axes.set_xlabel("conversation length (messages)")
+        axes.set_ylabel("prompt tokens (estimated)")
+        axes.set_title("Prompt size stays flat as a conversation grows")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()

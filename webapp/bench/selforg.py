@@ -16,6 +16,7 @@ import numpy as np
 from scipy import stats as scistats
 from tqdm import tqdm
 
+from webapp.bench.figure import png_figure
 from webapp.sorn import SORN, SORNConfig
 
 CHUNK_STEPS = 1_000
@@ -115,44 +116,35 @@ def selforg_run(steps: int, seed: int) -> tuple[dict, dict]:
 
 def plot_selforg(summary: dict, series: dict, path: str) -> None:
     """Three panels: E rate, E->E connection fraction, final weight histogram (log x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = (np.arange(len(series["rate_e"])) + 1) * CHUNK_STEPS
-    fig, (ax_rate, ax_frac, ax_hist) = plt.subplots(1, 3, figsize=(13, 3.6))
+    with png_figure(path, dpi=110, ncols=3, figsize=(13, 3.6)) as (fig, axes):
+        ax_rate, ax_frac, ax_hist = axes
+        ax_rate.plot(steps, series["rate_e"], lw=0.8)
+        ax_rate.axhline(summary["h_ip"], color="k", ls="--", lw=0.8, label="H_IP")
+        ax_rate.set(xlabel="step", ylabel="E firing rate", title="E rate (1k-step means)")
+        ax_rate.legend()
 
-    ax_rate.plot(steps, series["rate_e"], lw=0.8)
-    ax_rate.axhline(summary["h_ip"], color="k", ls="--", lw=0.8, label="H_IP")
-    ax_rate.set(xlabel="step", ylabel="E firing rate", title="E rate (1k-step means)")
-    ax_rate.legend()
+        ax_frac.plot(steps, series["connection_fraction"], lw=0.8)
+        ax_frac.set(xlabel="step", ylabel="fraction of possible E→E synapses",
+                    title="E→E connection fraction")
 
-    ax_frac.plot(steps, series["connection_fraction"], lw=0.8)
-    ax_frac.set(
-        xlabel="step", ylabel="fraction of possible E→E synapses", title="E→E connection fraction"
-    )
+        weights = series["weights"][series["weights"] > 0]
+        bins = np.logspace(np.log10(weights.min()), np.log10(weights.max()), 40)
+        ax_hist.hist(weights, bins=bins, alpha=0.7, label="synapses")
+        mu, sigma = summary["log_weight_mean"], summary["log_weight_std"]
+        expected = weights.size * np.diff(scistats.norm.cdf(np.log(bins), mu, sigma))
+        centers = np.sqrt(bins[:-1] * bins[1:])
+        ax_hist.plot(centers, expected, "k-", lw=1, label="lognormal, same log-mean/std")
+        ax_hist.set_xscale("log")
+        ax_hist.set(
+            xlabel="E→E weight (log-spaced bins)",
+            ylabel="synapses",
+            title=f"final weights (skew {summary['weight_skewness']:.1f})",
+        )
+        ax_hist.legend(fontsize=8)
 
-    weights = series["weights"][series["weights"] > 0]
-    bins = np.logspace(np.log10(weights.min()), np.log10(weights.max()), 40)
-    ax_hist.hist(weights, bins=bins, alpha=0.7, label="synapses")
-    mu, sigma = summary["log_weight_mean"], summary["log_weight_std"]
-    expected = weights.size * np.diff(scistats.norm.cdf(np.log(bins), mu, sigma))
-    centers = np.sqrt(bins[:-1] * bins[1:])
-    ax_hist.plot(centers, expected, "k-", lw=1, label="lognormal, same log-mean/std")
-    ax_hist.set_xscale("log")
-    ax_hist.set(
-        xlabel="E→E weight (log-spaced bins)",
-        ylabel="synapses",
-        title=f"final weights (skew {summary['weight_skewness']:.1f})",
-    )
-    ax_hist.legend(fontsize=8)
-
-    for ax in (ax_rate, ax_frac):
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        for ax in (ax_rate, ax_frac):
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

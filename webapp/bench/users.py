@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from webapp.bench.figure import png_figure
 from webapp.bench.measure import cpu_seconds, load_average
 from webapp.bench.recall import ChatText
 from webapp.engine.pool import EnginePool
@@ -206,25 +207,17 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for mode in dict.fromkeys(p["mode"] for p in result["points"]):
-        points = [p for p in result["points"] if p["mode"] == mode]
-        users = [p["users"] for p in points]
-        ax.plot(users, [p["user_steps_per_sec"] for p in points], "o-", label=f"{mode} (wall)")
-        ax.plot(users, [p["cpu_user_steps_per_sec"] for p in points], "x--",
-                label=f"{mode} (per CPU-second)")
-    ax.axhline(result["goal_user_steps_per_sec"], color="grey", linestyle=":", label="goal")
-    ax.set(xscale="log", yscale="log", xlabel="active users storing at once",
-           ylabel="user-steps / s", title=f"{result['workers']} engine workers")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with png_figure(path, dpi=100, figsize=(6, 4)) as (fig, ax):
+        for mode in dict.fromkeys(p["mode"] for p in result["points"]):
+            points = [p for p in result["points"] if p["mode"] == mode]
+            users = [p["users"] for p in points]
+            ax.plot(users, [p["user_steps_per_sec"] for p in points], "o-", label=f"{mode} (wall)")
+            ax.plot(users, [p["cpu_user_steps_per_sec"] for p in points], "x--",
+                    label=f"{mode} (per CPU-second)")
+        ax.axhline(result["goal_user_steps_per_sec"], color="grey", linestyle=":", label="goal")
+        ax.set(xscale="log", yscale="log", xlabel="active users storing at once",
+               ylabel="user-steps / s", title=f"{result['workers']} engine workers")
+        ax.legend(fontsize=8)
 
 
 def format_report(result: dict) -> str:
