@@ -11,14 +11,17 @@ import pytest
 
 from webapp.engine import EngineError, EnginePool, WorkerSettings
 from webapp.engine.frames import decode_frame
+from webapp.engine.pool import HANG_SECONDS
 from webapp.memory import Store
 
 
-def make_pool(tmp: Path, events: list | None = None, workers: int = 2, **settings) -> EnginePool:
+def make_pool(tmp: Path, events: list | None = None, workers: int = 2,
+              hang_seconds: float = HANG_SECONDS, **settings) -> EnginePool:
     worker_settings = WorkerSettings(db_path=str(tmp / "db.sqlite"),
                                      network_dir=str(tmp / "networks"), **settings)
     on_event = events.append if events is not None else None
-    return EnginePool(worker_settings, workers=workers, on_event=on_event).start()
+    return EnginePool(worker_settings, workers=workers, on_event=on_event,
+                      hang_seconds=hang_seconds).start()
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +112,54 @@ def test_idle_memories_are_saved_and_evicted_and_close_stops_the_workers(tmp_pat
                for pid in pids)
     with pytest.raises(EngineError):
         pool.submit(user, "stats")
+
+
+def wait_for_new_worker(pool: EnginePool, old_pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = pool.worker_pids()[0]
+        if pid not in (None, old_pid):
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"worker {old_pid} was not replaced in {timeout} s")
+
+
+def test_a_hung_worker_is_killed_reaped_and_replaced_and_the_next_command_works(tmp_path):
+    hang_seconds = 1.0
+    user = Store(tmp_path / "db.sqlite").create_user("fay", "hash")
+    pool = make_pool(tmp_path, workers=1, hang_seconds=hang_seconds)
+    try:
+        pool.call(user, "store", text="The kettle lives in the left cupboard.")
+        pid = pool.worker_pids()[0]
+        os.kill(pid, signal.SIGSTOP)  # alive, holding its pipe, answering nothing
+        asked = pool.submit(user, "recall", query="kettle")
+        queued = pool.submit(user, "store", text="Sent to the hung worker.")
+        # Failed by the watchdog within hang_seconds plus its check interval and a margin.
+        for future in (asked, queued):
+            with pytest.raises(EngineError) as failure:
+                future.result(timeout=hang_seconds + 10)
+            assert failure.value.code == "engine_restarted"
+
+        new_pid = wait_for_new_worker(pool, pid, timeout=10)
+        assert not Path(f"/proc/{pid}").exists()  # SIGKILLed although stopped, and reaped
+        found = pool.call(user, "recall", query="kettle", timeout=30)
+        assert [hit["text"] for hit in found["recalled"]] == [
+            "The kettle lives in the left cupboard."]  # acknowledged: kept; unanswered: gone
+        assert pool.restarts == 1 and pool.worker_pids() == [new_pid] and pool.alive()
+    finally:
+        pool.close()
+
+
+def test_a_busy_worker_answering_a_long_queue_is_not_taken_for_hung(tmp_path):
+    """Silence is what counts, not queueing: 200 stores sent at once take longer in all
+    than hang_seconds, but every one of them is answered."""
+    user = Store(tmp_path / "db.sqlite").create_user("gus", "hash")
+    pool = make_pool(tmp_path, workers=1, hang_seconds=0.5)
+    try:
+        pool.call(user, "stats")  # started, the memory loaded
+        text = " ".join(f"word{i}" for i in range(200))
+        futures = [pool.submit(user, "store", text=f"{n} {text}") for n in range(200)]
+        assert all(future.result(timeout=60)["episode_id"] > 0 for future in futures)
+        assert pool.restarts == 0 and pool.call(user, "stats")["episodes"] == 200
+    finally:
+        pool.close()

@@ -123,6 +123,52 @@ def test_an_engine_killed_while_storing_a_turn_loses_no_episode(live_server):
     sock.close()
 
 
+def test_a_hung_engine_is_killed_and_restarted_and_the_turn_loses_nothing(tmp_path):
+    """SIGSTOPped engines hold their pipes open and answer nothing. Once the user's engine
+    has owed an answer for SORNMEMORY_ENGINE_HANG seconds the server SIGKILLs and reaps it
+    and starts a new one:
+    the turn's recall fails with the same clean error as for a killed engine, the reply
+    still streams, the message is stored by the retry, and the next turn recalls it."""
+    hang_seconds = 2
+    with FakeNIM() as nim:
+        server = start_server(tmp_path, nim, SORNMEMORY_ENGINE_HANG=str(hang_seconds))
+        try:
+            session = register(server.url, "frozen")
+            sock = UserSocket(server.url, session)
+            sock.chat("The spare tyre is under the boot floor.")
+            before = engine_pids(server.process.pid)
+            for pid in before:
+                os.kill(pid, signal.SIGSTOP)
+            stats_before = len(sock.named("stats"))
+            text = "The car jack is clipped beside the spare tyre."
+            ack = sock.call("chat", {"conversation_id": None, "text": text})
+            memory = sock.wait_for("memory", lambda p: p["message_id"] == ack["message_id"],
+                                   timeout=hang_seconds + 10)
+            assert memory["recalled"] == [] and memory["error"]["code"] == "engine_restarted"
+            done = sock.wait_for("done", lambda p: p["message_id"] == ack["message_id"])
+            assert done["status"] == "complete"
+
+            # The user's engine was replaced; the other one owed nothing and is left alone.
+            wait_until(lambda: len(engine_pids(server.process.pid) - before) == 1)
+            (hung,) = before - engine_pids(server.process.pid)
+            assert not Path(f"/proc/{hung}").exists()  # killed although stopped, and reaped
+            for pid in before - {hung}:
+                os.kill(pid, signal.SIGCONT)
+            wait_until(lambda: len(sock.named("stats")) > stats_before, timeout=30)
+            assert not [e for e in sock.named("error") if e["code"] == "memory_not_saved"]
+            health = requests.get(server.url + "/healthz", timeout=10).json()
+            assert health["status"] == "ok" and health["engine_restarts"] == 1
+
+            sock.chat("Where do I find the car jack?", ack["conversation_id"])
+            assert recalled_texts(session, server.url, "car jack spare tyre")[0] == text
+            texts = [e["text"] for e in session.get(server.url + "/api/memory/export",
+                                                    timeout=30).json()["episodes"]]
+            assert {"The spare tyre is under the boot floor.", text} <= set(texts)
+            sock.close()
+        finally:
+            stop_server(server)
+
+
 # --- the whole server killed -----------------------------------------------------------
 
 

@@ -6,6 +6,10 @@ that resolves futures and forwards events. A worker that dies (even by SIGKILL) 
 as EOF on its pipe: its pending requests fail with `engine_restarted`, the commands still
 queued for it are dropped (never replayed twice), and a fresh process takes the slot;
 its users' memories reload from disk on their next command.
+
+A worker that hangs instead of dying (a deadlock, a stopped process) is found by a
+watchdog: when it has owed an answer and said nothing for longer than `hang_seconds`, it
+is SIGKILLed (which also ends a stopped process) and the same restart takes over.
 """
 
 from __future__ import annotations
@@ -31,6 +35,17 @@ log = logging.getLogger(__name__)
 
 _STOP_SENDER = object()
 RESTART_BACKOFF_SECONDS = 1.0
+# How long a worker may owe an answer without a word before it counts as hung. A store or
+# recall takes milliseconds (a 200-token store 3-5 ms here) and loading a memory well
+# under a second, so 20 s is never reached by a working worker, and still comes before
+# the 30 s a chat turn waits, which then retries on the fresh worker.
+HANG_SECONDS = 20.0
+# Until its first answer a new worker is starting: imports, compiling the network kernel
+# on a cold cache (measured 4.9 s, 0.6 s when cached) and a warm-up store.
+STARTUP_SECONDS = 120.0
+# An import learns a whole memory in one command and an export reads one: they may take
+# as long as the web waits for them (api.IMPORT_TIMEOUT_SECONDS).
+BULK_OPS, BULK_SECONDS = frozenset({"import", "export"}), 600.0
 
 
 class _Slot:
@@ -41,6 +56,9 @@ class _Slot:
         self.process: multiprocessing.process.BaseProcess | None = None
         self.outbox: queue.Queue = queue.Queue()
         self.started_at = 0.0
+        self.heard_at = 0.0  # the worker's last message (result or event)
+        self.answered = False  # the current process has answered once: it has started
+        self.owed: dict[int, tuple[float, float]] = {}  # request id -> (sent at, allowance)
 
 
 class EnginePool:
@@ -52,11 +70,13 @@ class EnginePool:
         workers: int,
         on_event: Callable[[dict], None] | None = None,
         start_method: str = "spawn",
+        hang_seconds: float = HANG_SECONDS,
     ):
         if workers < 1:
             raise ValueError("at least one engine worker is needed")
         self.settings = settings
         self.on_event = on_event
+        self.hang_seconds = hang_seconds
         self.restarts = 0
         self._ctx = multiprocessing.get_context(start_method)
         self._slots = [_Slot(i) for i in range(workers)]
@@ -64,6 +84,7 @@ class EnginePool:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._closing = False
+        self._stop_watching = threading.Event()
 
     # --- public ------------------------------------------------------------------------
 
@@ -71,6 +92,7 @@ class EnginePool:
         with self._lock:
             for slot in self._slots:
                 self._launch(slot)
+        threading.Thread(target=self._watch, name="engine-watchdog", daemon=True).start()
         return self
 
     def worker_index(self, user_id: int) -> int:
@@ -84,10 +106,13 @@ class EnginePool:
         future.request_id = request_id  # type: ignore[attr-defined]
         cmd = protocol.command(request_id, user_id, op, args)
         slot = self._slots[self.worker_index(user_id)]
+        allowance = max(self.hang_seconds, BULK_SECONDS) if op in BULK_OPS else self.hang_seconds
         with self._lock:
             if self._closing:
                 raise EngineError("shutting_down", "The server is shutting down.")
             self._pending[request_id] = (slot.index, future)
+            # Owed until answered, even after its caller stopped waiting.
+            slot.owed[request_id] = (time.monotonic(), allowance)
             slot.outbox.put(cmd)
         return future
 
@@ -115,6 +140,7 @@ class EnginePool:
             if self._closing:
                 return
             self._closing = True
+            self._stop_watching.set()
             for slot in self._slots:
                 slot.outbox.put(None)  # forwarded to the worker: save and exit
             pending, self._pending = list(self._pending.values()), {}
@@ -144,6 +170,7 @@ class EnginePool:
         process.start()
         theirs.close()  # so the worker's death reads as EOF on our end
         slot.process, slot.started_at = process, time.monotonic()
+        slot.heard_at, slot.answered = slot.started_at, False
         threading.Thread(target=self._send_loop, args=(ours, slot.outbox),
                          name=f"engine-{slot.index}-send", daemon=True).start()
         threading.Thread(target=self._receive_loop, args=(ours, slot, process),
@@ -168,8 +195,9 @@ class EnginePool:
                 msg = conn.recv()
             except (EOFError, OSError):
                 break
+            slot.heard_at = time.monotonic()
             if msg["type"] == "result":
-                self._resolve(msg)
+                self._resolve(slot, msg)
             elif self.on_event is not None:
                 try:
                     self.on_event(msg)
@@ -178,8 +206,10 @@ class EnginePool:
         conn.close()
         self._restart(slot, process)
 
-    def _resolve(self, msg: dict) -> None:
+    def _resolve(self, slot: _Slot, msg: dict) -> None:
         with self._lock:
+            slot.owed.pop(msg["id"], None)
+            slot.answered = True
             entry = self._pending.pop(msg["id"], None)
         if entry is None:  # its caller timed out already
             return
@@ -198,6 +228,8 @@ class EnginePool:
             futures = [self._pending.pop(rid)[1] for rid in failed]
             slot.outbox.put(_STOP_SENDER)
             slot.outbox = queue.Queue()  # commands queued for the dead worker are dropped
+            slot.owed.clear()
+            slot.process = None  # down until relaunched
             self.restarts += 1
             crashed_quickly = time.monotonic() - slot.started_at < RESTART_BACKOFF_SECONDS * 5
         log.error("engine worker %s exited with code %s; restarting it (%d requests failed)",
@@ -212,3 +244,30 @@ class EnginePool:
         with self._lock:
             if not self._closing:
                 self._launch(slot)
+
+    def _watch(self) -> None:
+        """Every fraction of `hang_seconds`, kill the workers that hang."""
+        while not self._stop_watching.wait(min(1.0, self.hang_seconds / 4)):
+            for slot in self._slots:
+                self._kill_if_hung(slot)
+
+    def _kill_if_hung(self, slot: _Slot) -> None:
+        """SIGKILL the slot's worker if it has owed an answer, and said nothing, for longer
+        than the most patient allowance among what it owes. Silence counts from its last
+        message, so a long queue of quick commands is progress, not a hang. The EOF that
+        follows sends the slot through `_restart`, which also reaps the process."""
+        with self._lock:
+            if self._closing or not slot.owed or slot.process is None:
+                return
+            oldest_sent = next(iter(slot.owed.values()))[0]  # dicts keep submission order
+            silent = time.monotonic() - max(slot.heard_at, oldest_sent)
+            allowance = max(allowed for _, allowed in slot.owed.values())
+            if not slot.answered:
+                allowance = max(allowance, STARTUP_SECONDS)
+            if silent <= allowance:
+                return
+            process, owed = slot.process, len(slot.owed)
+            slot.owed.clear()  # killed once; `_restart` fails the futures
+        log.error("engine worker %s owes %d answers and has been silent for %.1f s; killing it",
+                  process.pid, owed, silent)
+        process.kill()

@@ -70,7 +70,8 @@ def create_app(config: dict | None = None) -> Flask:
         SESSION_COOKIE_NAME="sornmemory_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        # The cookie lasts as long as the server-side session it carries (auth.py).
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings["SORNMEMORY_SESSION_SECONDS"]),
         # Set the cookie only when the session changes: a request still in flight during a
         # logout would otherwise re-issue the old session and undo the logout.
         SESSION_REFRESH_EACH_REQUEST=False,
@@ -90,6 +91,7 @@ def create_app(config: dict | None = None) -> Flask:
                        idle_seconds=settings["SORNMEMORY_ENGINE_IDLE"]),
         workers=settings["SORNMEMORY_WORKERS"],
         on_event=lambda event: relay.push(event["user_id"], event["frame"]),
+        hang_seconds=settings["SORNMEMORY_ENGINE_HANG"],
     ).start()
     llm = make_client(settings)
     app.extensions["sornmemory"] = Services(
@@ -106,7 +108,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.before_request(auth.require_login)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
-    register_events(socketio)
+    register_events(app, socketio)
 
     @app.get("/")
     def index():

@@ -1,16 +1,23 @@
 """Accounts: register, login, logout, me; and the login guard for every other API route.
 
-The session is Flask's signed cookie (HttpOnly, SameSite=Lax) holding the user id.
+Sessions live on the server: a login stores a random 32-byte token (its SHA-256 in the
+`sessions` table) and Flask's signed cookie (HttpOnly, SameSite=Lax) carries the token.
+Every request looks the token up (one primary-key read, as the user lookup was), so a
+logout, which deletes the row, refuses every copy of the cookie at once; a session also
+ends `SORNMEMORY_SESSION_SECONDS` after its login. Logging out announces
+`session_ended` so that session's live sockets are closed too.
 Usernames are case-insensitive (kept lower-case) so "Alice" cannot impersonate "alice".
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 
-from flask import Blueprint, g, jsonify, request, session
+from flask import Blueprint, current_app, g, jsonify, request, session
+from flask.signals import Namespace
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.web.errors import ApiError
@@ -65,6 +72,10 @@ _throttle = LoginThrottle()
 _DUMMY_HASH = generate_password_hash("not a real password")
 _register_lock = threading.Lock()  # "first user is admin" must hold under concurrent sign-ups
 
+TOKEN_BYTES = 32
+# Sent with the app as sender and the ended session's `token` when a session is revoked.
+session_ended = Namespace().signal("session-ended")
+
 
 def credentials() -> tuple[str, str]:
     body = request.get_json(silent=True)
@@ -84,10 +95,26 @@ def public_user(user: dict) -> dict:
     return {"id": user["id"], "username": user["username"], "is_admin": bool(user["is_admin"])}
 
 
+def session_lifetime() -> float:
+    return services().settings["SORNMEMORY_SESSION_SECONDS"]
+
+
 def _log_in(user: dict) -> None:
-    session.clear()  # no fixation: a fresh session for every login
-    session["user_id"] = user["id"]
+    """A new session token for every login (no fixation); one the browser had ends."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    services().store.create_session(user["id"], token, session_lifetime())
+    _end_session()
+    session["token"] = token
     session.permanent = True
+
+
+def _end_session() -> None:
+    """Revoke the request's session, if any, close its sockets, and clear the cookie."""
+    token = session_token()
+    if token is not None:
+        services().store.delete_session(token)
+        session_ended.send(current_app._get_current_object(), token=token)
+    session.clear()
 
 
 @bp.post("/register")
@@ -137,7 +164,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    session.clear()
+    _end_session()
     return jsonify({"ok": True})
 
 
@@ -146,16 +173,17 @@ def me():
     return jsonify({"user": public_user(g.user)})
 
 
-def session_user_id() -> int | None:
-    """The id the signed session cookie names (read without touching the database)."""
-    user_id = session.get("user_id")
-    return user_id if isinstance(user_id, int) else None
+def session_token() -> str | None:
+    """The session token the signed cookie carries (read without touching the database)."""
+    token = session.get("token")
+    return token if isinstance(token, str) else None
 
 
 def session_user() -> dict | None:
-    """The logged-in user's record, or None (also when the account no longer exists)."""
-    user_id = session_user_id()
-    return None if user_id is None else services().store.get_user_by_id(user_id)
+    """The logged-in user's record; None when the session was revoked, has expired, or
+    its account no longer exists."""
+    token = session_token()
+    return None if token is None else services().store.session_user(token, session_lifetime())
 
 
 def require_login():

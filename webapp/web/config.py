@@ -17,6 +17,8 @@ DEFAULTS = {
     "SORNMEMORY_SIGNUP": "open",
     "SORNMEMORY_ENGINE_IDLE": "600",  # seconds before an unused engine is saved and evicted
     "SORNMEMORY_THREADS": "100",  # gunicorn threads: each open WebSocket holds one
+    "SORNMEMORY_ENGINE_HANG": "20",  # seconds an engine may owe an answer silently
+    "SORNMEMORY_SESSION_SECONDS": str(30 * 24 * 3600),  # a login lasts 30 days
 }
 
 
@@ -34,6 +36,8 @@ def load_settings(overrides: Mapping | None = None, environ: Mapping | None = No
     settings["SORNMEMORY_WORKERS"] = positive_int(settings, "SORNMEMORY_WORKERS", cpus)
     settings["SORNMEMORY_ENGINE_IDLE"] = float(settings["SORNMEMORY_ENGINE_IDLE"])
     settings["SORNMEMORY_THREADS"] = positive_int(settings, "SORNMEMORY_THREADS", 100)
+    for name in ("SORNMEMORY_ENGINE_HANG", "SORNMEMORY_SESSION_SECONDS"):
+        settings[name] = positive_seconds(settings, name, float(DEFAULTS[name]))
     signup = str(settings["SORNMEMORY_SIGNUP"]).lower()
     if signup not in ("open", "closed"):
         raise ConfigError("SORNMEMORY_SIGNUP must be 'open' or 'closed'")
@@ -44,15 +48,23 @@ def load_settings(overrides: Mapping | None = None, environ: Mapping | None = No
 
 
 def positive_int(settings: Mapping, name: str, default: int) -> int:
+    return _positive(settings, name, default, int, "a whole number of at least 1")
+
+
+def positive_seconds(settings: Mapping, name: str, default: float) -> float:
+    return _positive(settings, name, default, float, "a number of seconds above 0")
+
+
+def _positive(settings: Mapping, name: str, default, kind: type, what: str):
     raw = settings.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1")
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+    if not 0 < value < float("inf"):  # NaN fails too
+        raise ConfigError(f"{name} must be {what}, got {raw!r}")
     return value
 
 

@@ -3,19 +3,23 @@
 Every emit to a user goes through `UserEmitter` (DESIGN.md §6), addressed by the room
 "user:<id>", so with a Redis message_queue the same call reaches the user on any node.
 Each connection joins its user's room: two tabs of one user both see the stream, and no
-other user ever does.
+other user ever does. It also joins its login session's room, so a logout closes exactly
+the connections opened with that session's cookie (any copy of it); and every event
+checks the session again, as every HTTP request does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 
 import socketio as python_socketio
+from flask import Flask
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 
 from webapp.chat.turn import ack_error
-from webapp.web.auth import session_user_id
+from webapp.web.auth import session_ended, session_lifetime, session_token
 from webapp.web.services import services
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,11 @@ log = logging.getLogger(__name__)
 
 def user_room(user_id: int) -> str:
     return f"user:{user_id}"
+
+
+def session_room(token: str) -> str:
+    """Named by a digest: the token itself stays out of the server's bookkeeping."""
+    return "session:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 class UserEmitter:
@@ -85,21 +94,22 @@ def _after_ack(turn_threads, work) -> None:
     turn_threads.submit(run)
 
 
-def _user(store, user_id: int | None) -> dict | None:
-    return None if user_id is None else store.get_user_by_id(user_id)
+def _user(store, token: str | None, lifetime: float) -> dict | None:
+    return None if token is None else store.session_user(token, lifetime)
 
 
-def register_events(socketio: SocketIO) -> None:
+def register_events(app: Flask, socketio: SocketIO) -> None:
     # python-socketio runs every event in a new thread: the database work is handed to the
     # app's long-lived store threads (see Services), and the turn to its turn threads.
     @socketio.on("connect")
     def on_connect(auth=None):
-        sornmemory = services()
+        sornmemory, token = services(), session_token()
         user = sornmemory.store_threads.submit(
-            _user, sornmemory.store, session_user_id()).result()
+            _user, sornmemory.store, token, session_lifetime()).result()
         if user is None:
             raise ConnectionRefusedError({"code": "unauthorized", "message": "Please log in."})
         join_room(user_room(user["id"]))
+        join_room(session_room(token))
         # Load the user's network while they type (the first turn would wait ~0.3-0.5 s for
         # it), and store what a killed server acknowledged but never stored as episodes.
         sornmemory.engine.submit(user["id"], "stats")
@@ -107,10 +117,10 @@ def register_events(socketio: SocketIO) -> None:
 
     def user_event(turn_method: str, starts_work: bool):
         def handler(*args):
-            sornmemory, user_id = services(), session_user_id()
+            sornmemory, token, lifetime = services(), session_token(), session_lifetime()
 
             def act():
-                user = _user(sornmemory.store, user_id)
+                user = _user(sornmemory.store, token, lifetime)
                 if user is None:
                     return ack_error("unauthorized", "Please log in."), None
                 result = getattr(sornmemory.turns, turn_method)(user["id"], _payload(args))
@@ -126,6 +136,13 @@ def register_events(socketio: SocketIO) -> None:
     socketio.on_event("chat", user_event("chat", starts_work=True))
     socketio.on_event("regenerate", user_event("regenerate", starts_work=True))
     socketio.on_event("stop", user_event("stop", starts_work=False))
+
+    @session_ended.connect_via(app)
+    def close_session_connections(sender, token: str) -> None:
+        """A logout: the connections opened with that session stop receiving at once."""
+        server = socketio.server
+        for sid, _ in list(server.manager.get_participants("/", session_room(token))):
+            server.disconnect(sid, namespace="/")
 
     @socketio.on_error_default
     def on_error(exc):
