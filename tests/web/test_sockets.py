@@ -117,9 +117,13 @@ def test_stop_keeps_the_partial_reply(live_server, alice):
 def test_an_llm_failure_keeps_the_message_and_the_next_turn_works(live_server, alice):
     session, sock = alice
     live_server.nim.mode = "401"
+    stats_before = len(sock.named("stats"))
     ack = sock.call("chat", {"conversation_id": None, "text": "Remember: my bike is green."})
     error = sock.wait_for("error", lambda p: p.get("message_id") == ack["message_id"])
     assert error["code"] == "auth" and "API key" in error["message"]
+    # the turn ends (its message stored as an episode) with `stats`; a regenerate before
+    # that would rightly be answered `busy`
+    sock.wait_for("stats", lambda _: len(sock.named("stats")) > stats_before)
     url = f"{live_server.url}/api/conversations/{ack['conversation_id']}/messages"
     user, reply = session.get(url, timeout=10).json()["messages"]
     assert user["text"] == "Remember: my bike is green." and user["status"] == "complete"
