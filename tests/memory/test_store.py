@@ -72,7 +72,7 @@ def test_postings_survive_many_blocks_and_deletes(store):
 def test_database_uses_wal_and_a_versioned_schema(tmp_path):
     Store(tmp_path / "m.db").close()
     reopened = Store(tmp_path / "m.db")
-    assert reopened.schema_version() == 1
+    assert reopened.schema_version() == 2
     conn = sqlite3.connect(tmp_path / "m.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.execute("UPDATE schema_version SET version = 99")
@@ -81,3 +81,49 @@ def test_database_uses_wal_and_a_versioned_schema(tmp_path):
     reopened.close()
     with pytest.raises(RuntimeError, match="newer"):
         Store(tmp_path / "m.db")
+
+
+def test_a_session_token_maps_to_its_user_until_revoked_or_expired(store):
+    ada, bob = store.create_user("ada", "h"), store.create_user("bob", "h")
+    store.create_session(ada, "ada-token", lifetime=60)
+    store.create_session(bob, "bob-token", lifetime=60)
+    assert store.session_user("ada-token", lifetime=60)["username"] == "ada"
+    assert store.session_user("bob-token", lifetime=60)["id"] == bob
+    assert store.session_user("ada-token", lifetime=60)["is_admin"] is False
+    assert store.session_user("unknown-token", lifetime=60) is None
+    assert store.session_user("ada-token", lifetime=0) is None  # older than the lifetime
+
+    assert store.delete_session("ada-token") is True
+    assert store.session_user("ada-token", lifetime=60) is None
+    assert store.delete_session("ada-token") is False
+    assert store.session_user("bob-token", lifetime=60)["username"] == "bob"  # untouched
+
+
+def test_sessions_are_stored_hashed_and_expired_ones_are_purged(store, tmp_path):
+    ada = store.create_user("ada", "h")
+    store.create_session(ada, "old-token", lifetime=60)
+    store.create_session(ada, "new-token", lifetime=0)  # purges every older session
+    conn = sqlite3.connect(tmp_path / "memory.db")
+    rows = conn.execute("SELECT token_hash, user_id FROM sessions").fetchall()
+    conn.close()
+    assert len(rows) == 1 and rows[0][1] == ada
+    assert "new-token" not in rows[0][0] and len(rows[0][0]) == 64
+    on_disk = b"".join(path.read_bytes() for path in tmp_path.glob("memory.db*"))
+    assert b"new-token" not in on_disk and rows[0][0].encode() in on_disk
+    assert store.session_user("old-token", lifetime=60) is None
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_users(tmp_path):
+    Store(tmp_path / "m.db").close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    conn.execute("DROP TABLE sessions")  # as the first schema left it
+    conn.execute("UPDATE schema_version SET version = 1")
+    conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES ('ada', 'h', 0)")
+    conn.commit()
+    conn.close()
+    migrated = Store(tmp_path / "m.db")
+    assert migrated.schema_version() == 2
+    ada = migrated.get_user("ada")["id"]
+    migrated.create_session(ada, "token", lifetime=60)
+    assert migrated.session_user("token", lifetime=60)["username"] == "ada"
+    migrated.close()

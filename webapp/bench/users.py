@@ -7,11 +7,13 @@ messages back to back for `--seconds`. Two paths are measured:
 - `network`: each worker process holds its users' `EpisodeNetwork`s and presents one
   episode per user in turn (`learn`, as `Memory.store` does), nothing else: the ceiling
   of the one-network-at-a-time design.
-- `pool`: the real path, `EnginePool` -> worker -> `Memory.store` (SQLite write with
-  fsync, index, trace, spike recording), one store in flight per user.
+- `pool`: the real path, `EnginePool` -> worker -> the store command (the network learns,
+  then the SQLite write with fsync, index and trace; the worker writes the stores queued
+  together in one transaction, group commit), one store in flight per user.
 
 Reports wall-clock rates and the engine processes' CPU time (the VM is shared), with the
-load average, for each number of users.
+load average, for each number of users; for the pool, also the CPU time of this process
+(the web side: submitting, pickling, resolving futures), which shares the same cores.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import multiprocessing
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -45,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("network", "pool", "both"), default="both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, help="write the curve to this PNG")
+    defaults = WorkerSettings(db_path="", network_dir="")
+    parser.add_argument("--batch-stores", type=int, default=defaults.batch_stores,
+                        help="pool: most stores a worker writes in one transaction")
+    parser.add_argument("--batch-seconds", type=float, default=defaults.batch_seconds,
+                        help="pool: most time a worker spends learning one batch")
 
 
 def messages(seed: int) -> list[str]:
@@ -150,13 +158,15 @@ class _StoreDriver:
             self._submit(user_id)
 
 
-def measure_pool(users: int, workers: int, seconds: float, texts: list[str]) -> dict:
+def measure_pool(users: int, workers: int, seconds: float, texts: list[str], *,
+                 batch_stores: int, batch_seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         store = Store(Path(directory) / "memory.db")
         user_ids = [store.create_user(f"user{i}", "-") for i in range(users)]
         settings = WorkerSettings(db_path=str(Path(directory) / "memory.db"),
                                   network_dir=str(Path(directory) / "networks"),
-                                  quiet_seconds=3600.0)  # no housekeeping while timed
+                                  quiet_seconds=3600.0,  # no housekeeping while timed
+                                  batch_stores=batch_stores, batch_seconds=batch_seconds)
         pool = EnginePool(settings, workers).start()
         try:
             for future in [pool.submit(u, "store", text=texts[0]) for u in user_ids]:
@@ -164,16 +174,18 @@ def measure_pool(users: int, workers: int, seconds: float, texts: list[str]) -> 
             pids = [pid for pid in pool.worker_pids() if pid]
             load, cpu_start = load_average(), sum(cpu_seconds(pid) for pid in pids)
             driver = _StoreDriver(pool, texts)
-            wall_start = time.perf_counter()
+            wall_start, web_cpu_start = time.perf_counter(), time.process_time()
             driver.run(user_ids, seconds)
             wall = time.perf_counter() - wall_start
+            web_cpu = time.process_time() - web_cpu_start
             cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_start
         finally:
             pool.close()
             store.close()
     if driver.failures:
         raise RuntimeError(f"stores failed: {driver.failures[0]}")
-    return _point("pool", users, driver.steps, driver.stores, wall, cpu, load)
+    point = _point("pool", users, driver.steps, driver.stores, wall, cpu, load)
+    return {**point, "web_cpu_seconds": round(web_cpu, 3)}
 
 
 def _point(mode: str, users: int, steps: int, stores: int, wall: float, cpu: float,
@@ -190,7 +202,9 @@ def _point(mode: str, users: int, steps: int, stores: int, wall: float, cpu: flo
 def run(args: argparse.Namespace) -> dict:
     counts = [int(n) for n in args.users.split(",")]
     modes = ("network", "pool") if args.mode == "both" else (args.mode,)
-    measure = {"network": measure_network, "pool": measure_pool}
+    measure = {"network": measure_network,
+               "pool": partial(measure_pool, batch_stores=args.batch_stores,
+                               batch_seconds=args.batch_seconds)}
     texts = messages(args.seed)
     points = []
     for mode in tqdm(modes, desc="modes", leave=False):
@@ -198,6 +212,7 @@ def run(args: argparse.Namespace) -> dict:
             points.append(measure[mode](users, args.workers, args.seconds, texts))
     result = {
         "workers": args.workers, "seconds": args.seconds,
+        "batch_stores": args.batch_stores, "batch_seconds": args.batch_seconds,
         "steps_per_store_mean": round(sum(map(steps_of, texts)) / len(texts), 2),
         "goal_user_steps_per_sec": GOAL_USER_STEPS_PER_SEC, "points": points,
     }
@@ -222,9 +237,12 @@ def plot(result: dict, path: Path) -> None:
 
 def format_report(result: dict) -> str:
     lines = [f"{result['workers']} workers, {result['seconds']} s per point, "
-             f"{result['steps_per_store_mean']} steps per store on average"]
+             f"{result['steps_per_store_mean']} steps per store on average; pool batches "
+             f"of at most {result['batch_stores']} stores / {result['batch_seconds']} s"]
     for p in result["points"]:
         lines.append(f"{p['mode']:8} {p['users']:5} users: {p['user_steps_per_sec']:>10.0f} "
                      f"user-steps/s wall, {p['cpu_user_steps_per_sec'] or 0:>10.0f} per CPU-s, "
-                     f"{p['stores_per_sec']:.0f} stores/s (load {p['load'][0]})")
+                     f"{p['stores_per_sec']:.0f} stores/s (load {p['load'][0]})"
+                     + (f", web side {p['web_cpu_seconds']} CPU-s" if "web_cpu_seconds" in p
+                        else ""))
     return "\n".join(lines)

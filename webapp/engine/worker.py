@@ -1,13 +1,14 @@
 """One engine worker process: owns the Memory objects of the users routed to it.
 
-The worker serves commands one at a time from its pipe (see protocol.py). When no command
-has come for a while it does its housekeeping: consolidate (and so snapshot) the memories
-that learned something new, in bounded chunks so a new command waits at most one chunk,
-and evict the ones nobody used for `idle_seconds` (saved first; they reload on demand),
-then hand the freed heap back to the OS. At most `max_resident` memories stay loaded: the
-least recently used one is saved and evicted to make room, so a worker's RAM is bounded
-whatever the number of active users. Spikes recorded while storing or recalling go back
-as `spikes` events right away.
+The worker serves commands one at a time from its pipe (see protocol.py), except stores:
+those queued together are learned one by one and written in one transaction (group
+commit, `StoreBatch`), then answered. When no command has come for a while it does its
+housekeeping: consolidate (and so snapshot) the memories that learned something new, in
+bounded chunks so a new command waits at most one chunk, and evict the ones nobody used
+for `idle_seconds` (saved first; they reload on demand), then hand the freed heap back to
+the OS. At most `max_resident` memories stay loaded: the least recently used one is saved
+and evicted to make room, so a worker's RAM is bounded whatever the number of active
+users. Spikes recorded while storing or recalling go back as `spikes` events right away.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import logging
 import os
 import signal
+import tempfile
 import time
 import traceback
 from collections import deque
@@ -24,7 +26,8 @@ from multiprocessing.connection import Connection
 from webapp.engine import protocol
 from webapp.engine.frames import encode_frames
 from webapp.engine.heap import release_free_memory
-from webapp.memory import Memory, MemoryInputError, Store
+from webapp.memory import Memory, MemoryInputError, Store, commit_stores
+from webapp.memory.store import NewEpisode
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ class WorkerSettings:
     quiet_seconds: float = 3.0  # no command this long -> housekeeping
     consolidate_steps: int = 2000  # replay steps per housekeeping chunk
     max_resident: int = dataclasses.field(default_factory=default_max_resident)
+    batch_stores: int = 64  # group commit: at most this many stores per transaction
+    batch_seconds: float = 0.005  # ... and at most this long spent learning them
 
 
 class Engines:
@@ -85,16 +90,11 @@ class Engines:
         self.heap_to_trim = True
 
     def handle(self, cmd: dict) -> dict:
-        request_id, user_id, op, args = cmd["id"], cmd["user_id"], cmd["op"], cmd["args"]
         try:
-            result = getattr(self, "op_" + op)(user_id, **args)
-        except MemoryInputError as exc:
-            return protocol.failure(request_id, "bad_input", str(exc))
-        except Exception:  # one bad command must not take the worker down
-            log.error("engine command %s failed:\n%s", op, traceback.format_exc())
-            message = f"The memory engine failed on {op}."
-            return protocol.failure(request_id, "engine_error", message)
-        return protocol.success(request_id, result)
+            result = getattr(self, "op_" + cmd["op"])(cmd["user_id"], **cmd["args"])
+        except Exception as exc:  # one bad command must not take the worker down
+            return failure(cmd, exc)
+        return protocol.success(cmd["id"], result)
 
     def spike_sink(self, user_id: int, spikes: bool):
         if not spikes:
@@ -108,11 +108,16 @@ class Engines:
 
     # --- operations (names match protocol.OPS) ---------------------------------------
 
-    def op_store(self, user_id, text, spikes=False, **kwargs) -> dict:
-        mem = self.memory(user_id)
-        episode_id = mem.store(text, on_spikes=self.spike_sink(user_id, spikes), **kwargs)
+    def op_store(self, user_id, **args) -> dict:
+        (episode_id,) = commit_stores([self.learn_store(user_id, **args)])
         self.unconsolidated.add(user_id)
         return {"episode_id": int(episode_id)}
+
+    def learn_store(self, user_id, text, spikes=False, **kwargs) -> tuple[Memory, NewEpisode]:
+        """The first half of a store (see StoreBatch): the user's network learns it."""
+        mem = self.memory(user_id)
+        return mem, mem.learn_for_store(text, on_spikes=self.spike_sink(user_id, spikes),
+                                        **kwargs)
 
     def op_recall(self, user_id, query, k=10, method="hybrid", spikes=False) -> dict:
         mem = self.memory(user_id)
@@ -168,6 +173,64 @@ class Engines:
             log.error("engine housekeeping failed:\n%s", traceback.format_exc())
 
 
+def failure(cmd: dict, exc: Exception) -> dict:
+    """The reply to a command that raised: the user's input, or (logged) our fault."""
+    if isinstance(exc, MemoryInputError):
+        return protocol.failure(cmd["id"], "bad_input", str(exc))
+    log.error("engine command %s failed:\n%s", cmd["op"],
+              "".join(traceback.format_exception(exc)))
+    return protocol.failure(cmd["id"], "engine_error", f"The memory engine failed on {cmd['op']}.")
+
+
+class StoreBatch:
+    """Store commands served together (group commit): each is learned as it joins, all are
+    written in ONE transaction, and only then answered, so nothing acknowledged can be
+    lost. One fsync and one wait for SQLite's write lock per batch instead of per store."""
+
+    def __init__(self, engines: Engines):
+        self.engines = engines
+        self.commands: list[dict] = []
+        self.learned: list[tuple[dict, Memory, NewEpisode]] = []
+        self.users: set[int] = set()  # whose memories learned something in this batch
+        self.replies: dict[int, dict] = {}  # request id -> reply, for the refused ones
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    def accepts(self, cmd: dict) -> bool:
+        """Whether the store may join: its memory must not evict one of the batch's (a
+        memory holding learned, unwritten episodes must not be saved)."""
+        return (cmd["user_id"] in self.engines.memories
+                or len(self.users) < self.engines.settings.max_resident)
+
+    def add(self, cmd: dict) -> None:
+        self.commands.append(cmd)
+        try:
+            memory, episode = self.engines.learn_store(cmd["user_id"], **cmd["args"])
+        except Exception as exc:
+            self.replies[cmd["id"]] = failure(cmd, exc)
+            return
+        self.learned.append((cmd, memory, episode))
+        self.users.add(cmd["user_id"])
+
+    def commit(self) -> list[dict]:
+        """Write the learned stores at once; the replies of all commands, in order. If the
+        transaction fails, each store is retried in its own, so only a bad one fails."""
+        try:
+            ids = commit_stores([(memory, episode) for _, memory, episode in self.learned])
+        except Exception:  # every memory of the batch is back to its stored state
+            log.error("a group commit failed, retrying one by one:\n%s",
+                      traceback.format_exc())
+            for cmd, _, _ in self.learned:
+                self.replies[cmd["id"]] = self.engines.handle(cmd)
+        else:
+            for (cmd, _, _), episode_id in zip(self.learned, ids, strict=True):
+                self.replies[cmd["id"]] = protocol.success(cmd["id"],
+                                                           {"episode_id": int(episode_id)})
+                self.engines.unconsolidated.add(cmd["user_id"])
+        return [self.replies[cmd["id"]] for cmd in self.commands]
+
+
 def jsonable(value):
     """Plain JSON types only (numpy scalars and tuples become numbers and lists)."""
     if isinstance(value, dict):
@@ -197,6 +260,81 @@ def next_command(pending: deque, now: float) -> dict:
     return pending.popleft()[1]
 
 
+class Inbox:
+    """The commands received from the web process and not yet served, in arrival order."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.pending: deque = deque()  # (arrival time, command)
+        self.recalls = 0  # recalls among them: without any, the queue is served in order
+        self.closed = False  # the web process said stop, or is gone
+
+    def __bool__(self) -> bool:
+        return bool(self.pending)
+
+    def receive(self, wait: float) -> None:
+        """Take in everything that has arrived, waiting up to `wait` s for the first."""
+        try:
+            while self.conn.poll(wait):
+                cmd = self.conn.recv()
+                if cmd is None:
+                    self.closed = True
+                    return
+                self.pending.append((time.monotonic(), cmd))
+                self.recalls += cmd["op"] == "recall"
+                wait = 0
+        except (EOFError, OSError):
+            self.closed = True
+
+    def next(self) -> dict:
+        """The command to serve next (see next_command; in O(1) when no recall waits)."""
+        if self.recalls:
+            cmd = next_command(self.pending, time.monotonic())
+            self.recalls -= cmd["op"] == "recall"
+            return cmd
+        return self.pending.popleft()[1]
+
+    def next_store(self) -> dict | None:
+        """The next command if it is a store that can be served now: not while a recall
+        waits (it goes first), and never past another command (per-user order)."""
+        if self.recalls or not self.pending or self.pending[0][1]["op"] != "store":
+            return None
+        return self.pending[0][1]
+
+
+def serve(engines: Engines, inbox: Inbox) -> list[dict]:
+    """Serve the next command and return its reply. A store takes the stores queued right
+    behind it along, and those arriving meanwhile (group commit, at most `batch_stores`
+    of them or `batch_seconds` of learning); all are answered after their commit."""
+    cmd = inbox.next()
+    if cmd["op"] != "store":
+        return [engines.handle(cmd)]
+    batch = StoreBatch(engines)
+    batch.add(cmd)
+    deadline = time.monotonic() + engines.settings.batch_seconds
+    while len(batch) < engines.settings.batch_stores and time.monotonic() < deadline:
+        inbox.receive(0)
+        cmd = inbox.next_store()
+        if cmd is None or inbox.closed or not batch.accepts(cmd):
+            break
+        batch.add(inbox.next())
+    return batch.commit()
+
+
+def warm_up() -> None:
+    """Store and recall once in a throwaway memory, so the one-off costs of a fresh process
+    (imports, compiled-kernel loading, first network, SQLite) are paid before users come
+    and not by the first turns after a start, which would all queue behind them."""
+    with tempfile.TemporaryDirectory(prefix="sornmemory-warm-up-") as directory:
+        store = Store(os.path.join(directory, "warm-up.sqlite3"))
+        try:
+            memory = Memory(store, store.create_user("warm-up", "-"), directory)
+            memory.store("a first message to learn")
+            memory.recall("first message", k=1)
+        finally:
+            store.close()
+
+
 def run_worker(conn: Connection, settings: WorkerSettings) -> None:
     """Process entry point: serve commands until the pipe closes or a None arrives."""
     # The web process decides when engines stop (Ctrl-C reaches the whole process group,
@@ -204,29 +342,20 @@ def run_worker(conn: Connection, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="engine %(process)d: %(message)s")
+    warm_up()
     engines = Engines(settings, conn.send)
-    pending: deque = deque()  # (arrival time, command) received, not yet served
-    recalls = 0  # recalls among them: without any, the queue is served in order, in O(1)
+    inbox = Inbox(conn)
     last_command = time.monotonic()
     busy = False
-    while True:
+    while not inbox.closed:
         quiet = time.monotonic() - last_command >= settings.quiet_seconds
-        wait = 0 if pending or (busy and quiet) else 1.0
-        try:
-            while conn.poll(wait):  # take in everything that has arrived
-                cmd = conn.recv()
-                if cmd is None:
-                    raise EOFError
-                pending.append((time.monotonic(), cmd))
-                recalls += cmd["op"] == "recall"
-                wait = 0
-        except (EOFError, OSError):
+        inbox.receive(0 if inbox or (busy and quiet) else 1.0)
+        if inbox.closed:
             break
-        if pending:
-            cmd = next_command(pending, time.monotonic()) if recalls else pending.popleft()[1]
-            recalls -= cmd["op"] == "recall"
+        if inbox:
             try:
-                conn.send(engines.handle(cmd))
+                for reply in serve(engines, inbox):
+                    conn.send(reply)
             except (BrokenPipeError, OSError):  # the web process is gone
                 break
             last_command = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,32 @@ def _number(name: str, value: object) -> float:
     return float(value)
 
 
+def commit_stores(learned: Sequence[tuple[Memory, NewEpisode]]) -> list[int]:
+    """The second half of `Memory.store` for many stores at once (group commit): write the
+    episodes `learn_for_store` returned, of one or several memories of one Store, in ONE
+    transaction; returns their ids in order. If the write fails, every memory of the batch
+    reopens its network (snapshot + stored episodes), so no network holds an unstored
+    episode, and the error is raised."""
+    memories = list({id(memory): memory for memory, _ in learned}.values())
+    if len({id(memory.db) for memory in memories}) > 1:
+        raise ValueError("a group commit writes to one Store")
+    new = [(memory, episode) for memory, episode in learned if episode.duplicate_of is None]
+    try:
+        ids = memories[0].db.add_episodes_many(
+            [(memory.user_id, episode) for memory, episode in new]) if new else []
+    except BaseException:
+        for memory in memories:
+            memory._learned.clear()
+            memory._open_network()
+        raise
+    written = dict(zip(map(id, (episode for _, episode in new)), ids, strict=True))
+    for memory in memories:
+        mine = [episode for owner, episode in new if owner is memory]
+        memory._committed([written[id(e)] for e in mine if e.duplicate_of is None],
+                          twin_found=any(e.duplicate_of is not None for e in mine))
+    return [written.get(id(episode), episode.duplicate_of) for _, episode in learned]
+
+
 class Memory:
     """The memory of one user; not thread-safe (the engine gives each user one worker)."""
 
@@ -80,21 +107,24 @@ class Memory:
         self.user_id = user_id
         self._network_dir = Path(network_dir)
         self._plastic = plastic
+        self._learned: list[NewEpisode] = []  # learned, not yet committed (group commit)
         self._open_network()
         self._hot_postings = HotPostings(store, user_id)
         self._recalled: Counter[int] = Counter()  # recall counts not yet written
         self._rehearsed: set[int] = set()  # recalled since the last consolidation
 
     def _open_network(self) -> None:
-        """Load the newest snapshot and present the episodes stored after it again, which
-        restores the network exactly as it was."""
+        """Load the newest snapshot and present the episodes stored after it again, then
+        those learned for a commit still to come, which restores the network exactly."""
         self.network = EpisodeNetwork(self.user_id, self._network_dir)
         self.network.net.plastic = self._plastic
-        self._unsnapshotted = 0  # this user's episodes learned since the snapshot
+        self._unsnapshotted = 0  # this user's stored episodes learned since the snapshot
         for episode in self.db.iter_episodes(self.user_id,
                                              after_id=self.network.last_episode_id):
             self.network.learn(episode["tokens"], record=False)
             self._unsnapshotted += 1
+        for pending in self._learned:  # learned for a commit still to come
+            self.network.learn(pending.tokens, record=False)
 
     # -- writing --------------------------------------------------------------------
 
@@ -106,15 +136,43 @@ class Memory:
 
         Idempotent on `external_id`: a retry (e.g. after an engine restart, when the first
         attempt may have committed) returns the stored episode instead of a duplicate."""
-        if external_id is not None:
-            stored = self.db.episode_with_external_id(self.user_id, external_id)
-            if stored is not None:
-                return stored
+        episode = self.learn_for_store(
+            text, conversation_id=conversation_id, role=role, timestamp=timestamp,
+            external_id=external_id, importance=importance, on_spikes=on_spikes)
+        (episode_id,) = commit_stores([(self, episode)])
+        return episode_id
+
+    def learn_for_store(self, text: str | bytes, *, conversation_id: str | None = None,
+                        role: str = "user", timestamp: float | None = None,
+                        external_id: str | None = None, importance: float | None = None,
+                        on_spikes: SpikeCallback | None = None) -> NewEpisode:
+        """The first half of `store`, for group commit: validate, then the network learns
+        the episode; `commit_stores` writes it (every learned episode must be committed
+        before the next recall, save or import). An episode whose external id this user
+        has stored already comes back with `duplicate_of` set, not learned again."""
         episode = self._new_episode(text, conversation_id, role, timestamp, external_id,
                                     importance)
-        (episode_id,) = self._learn_and_commit([episode], on_spikes)
-        self._snapshot_if_due(episode_id)
-        return episode_id
+        if external_id is not None:
+            episode.duplicate_of = self.db.episode_with_external_id(self.user_id, external_id)
+            if episode.duplicate_of is not None:
+                return episode
+        try:
+            episode.trace = self.network.learn(episode.tokens, on_spikes)
+        except BaseException:
+            self._open_network()  # back to the state before this episode
+            raise
+        self._learned.append(episode)
+        return episode
+
+    def _committed(self, episode_ids: list[int], twin_found: bool) -> None:
+        """Bookkeeping after a commit of this memory's learned episodes (ids in order)."""
+        self._learned.clear()
+        if twin_found:  # the network learned an episode that was stored before
+            self._open_network()
+            return
+        self._unsnapshotted += len(episode_ids)
+        if episode_ids and self._unsnapshotted >= SNAPSHOT_EVERY:
+            self._snapshot(episode_ids[-1])
 
     def _learn_and_commit(self, episodes: list[NewEpisode],
                           on_spikes: SpikeCallback | None = None) -> list[int]:
@@ -145,12 +203,6 @@ class Memory:
                           timestamp=time.time() if timestamp is None
                           else _number("The timestamp", timestamp),
                           importance=importance, external_id=external_id)
-
-    def _snapshot_if_due(self, episode_id: int) -> None:
-        # Counted per user: episode ids are shared by all users of the database.
-        self._unsnapshotted += 1
-        if self._unsnapshotted >= SNAPSHOT_EVERY:
-            self._snapshot(episode_id)
 
     def _snapshot(self, last_episode_id: int) -> None:
         self.network.save(last_episode_id)
@@ -207,19 +259,19 @@ class Memory:
         final = final * (0.75 + 0.5 * pool.importance)
         best = np.lexsort((pool.seqs, -final))[:k]
         best = best[np.isfinite(final[best])]  # "sorn": the index chooses who competes
-        episodes = self.db.get_episodes(self.user_id, pool.episode_ids[best].tolist())
-        hits = []
-        for i in best:
-            episode = episodes[int(pool.episode_ids[i])]
-            hits.append(RecallHit(
-                episode_id=episode["id"], text=episode["text"], score=float(final[i]),
-                role=episode["role"], conversation_id=episode["conversation_id"],
-                timestamp=episode["timestamp"], external_id=episode["external_id"],
-                matched=lexical.matched(episode["id"]), context=float(pool.context[i]),
-                associated=[] if learned is None else self._associated(
-                    episode["tokens"], learned, lexical.tokens),
-                sorn_score=float(sorn[i]),
-            ))
+        hit_ids = pool.episode_ids[best]
+        by_id = self.db.get_episodes(self.user_id, hit_ids.tolist())
+        episodes = [by_id[int(episode_id)] for episode_id in hit_ids]
+        associated = self._associated([episode["tokens"] for episode in episodes], learned,
+                                      lexical.tokens)
+        hits = [RecallHit(
+            episode_id=episode["id"], text=episode["text"], score=float(final[i]),
+            role=episode["role"], conversation_id=episode["conversation_id"],
+            timestamp=episode["timestamp"], external_id=episode["external_id"],
+            matched=episode_matched, context=float(pool.context[i]),
+            associated=episode_associated, sorn_score=float(sorn[i]),
+        ) for i, episode, episode_matched, episode_associated
+            in zip(best, episodes, lexical.matched(hit_ids), associated, strict=True)]
         self._recalled.update(hit.episode_id for hit in hits)
         self._rehearsed.update(hit.episode_id for hit in hits)
         if len(self._recalled) >= RECALLS_WRITTEN_AFTER:
@@ -228,32 +280,35 @@ class Memory:
 
     def _pool(self, lexical: BM25Query, top_ids: np.ndarray, best: float) -> Pool:
         """The best lexical candidates and their neighbouring turns."""
-        seqs = self.db.seqs(self.user_id, top_ids.tolist())
-        nearby = {s + d for s in seqs.values() for d in range(-CONTEXT_WIDTH, CONTEXT_WIDTH + 1)}
-        rows = sorted(self.db.episodes_at(self.user_id, nearby).values(), key=lambda r: r["seq"])
-        ids = np.array([row["id"] for row in rows], dtype=np.int64)
+        rows = self.db.episodes_near(self.user_id, top_ids.tolist(), CONTEXT_WIDTH)
+        ids, seqs, conversations, importance, traces = zip(*rows, strict=True)
+        ids = np.array(ids, dtype=np.int64)
         n_e = self.network.config.n_e
         return Pool(
             episode_ids=ids,
-            seqs=np.array([row["seq"] for row in rows], dtype=np.int64),
-            conversations=[row["conversation_id"] for row in rows],
-            importance=np.array([row["importance"] for row in rows]),
-            traces=np.frombuffer(b"".join(row["trace"] or bytes(n_e) for row in rows),
+            seqs=np.array(seqs, dtype=np.int64),
+            conversations=list(conversations),
+            importance=np.array(importance),
+            traces=np.frombuffer(b"".join(trace or bytes(n_e) for trace in traces),
                                  dtype=np.uint8).reshape(len(rows), n_e),
             lexical=lexical.scores(ids) / best,
         )
 
-    def _associated(self, tokens: list[str], learned: np.ndarray,
-                    query: set[str]) -> list[tuple[str, float]]:
-        """The episode's tokens whose assemblies the query reaches most through the learned
-        weights (above the average unit): what the network has linked to the question."""
-        if not learned.any():
-            return []
-        baseline = learned.mean()
-        reached = {t: float(learned[self.network.encoder.units(t)].mean() - baseline)
-                   for t in dict.fromkeys(tokens) if t not in query}
-        ranked = sorted(((t, w) for t, w in reached.items() if w > 0), key=lambda p: -p[1])
-        return ranked[:ASSOCIATED_SHOWN]
+    def _associated(self, token_lists: list[list[str]], learned: np.ndarray | None,
+                    query: set[str]) -> list[list[tuple[str, float]]]:
+        """For each episode, its tokens whose assemblies the query reaches most through the
+        learned weights (above the average unit): what the network has linked to the
+        question. Every token is looked at once, for all the episodes together."""
+        tokens = list(dict.fromkeys(t for tokens in token_lists for t in tokens if t not in query))
+        if learned is None or not learned.any() or not tokens:
+            return [[] for _ in token_lists]
+        units = np.stack([self.network.encoder.units(t) for t in tokens])
+        reached = dict(zip(tokens, (learned[units].mean(axis=1) - learned.mean()).tolist(),
+                           strict=True))
+        ranked = [sorted(((t, reached[t]) for t in dict.fromkeys(tokens)
+                          if t not in query and reached[t] > 0), key=lambda p: -p[1])
+                  for tokens in token_lists]
+        return [pairs[:ASSOCIATED_SHOWN] for pairs in ranked]
 
     # -- export and import ----------------------------------------------------------
 

@@ -16,13 +16,14 @@ an idle user's index stays on disk.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from webapp.memory.tokenizer import token_id
 BLOCK_SIZE = 128
 POSTING = np.dtype([("episode", "<i8"), ("tf", "<u2"), ("length", "<u2")])
 Block = tuple[int, bytes]  # a postings block: its first episode id, its packed POSTING entries
+TOKENS_PER_QUERY = 400  # (user, token) pairs whose last postings block one query reads
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -102,6 +104,16 @@ _MIGRATIONS: list[str] = [
         faded_at REAL
     );
     """,
+    # 2: server-side login sessions, so a logout revokes the cookie (keyed by the SHA-256
+    # of the session token: a copy of the database holds no usable session)
+    """
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX sessions_by_age ON sessions(created_at);
+    """,
 ]
 
 _EPISODE_COLUMNS = (
@@ -124,6 +136,7 @@ class NewEpisode:
     external_id: str | None = None
     trace: bytes | None = None
     gap: int = 1  # positions after the previous episode (an import keeps deleted gaps)
+    duplicate_of: int | None = None  # set by add_episodes_many: its external id was stored
 
 
 def _marks(values: list) -> str:
@@ -133,6 +146,16 @@ def _marks(values: list) -> str:
 
 def _now() -> float:
     return time.time()
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _user_row(row: sqlite3.Row) -> dict:
+    user = dict(row)
+    user["is_admin"] = bool(user["is_admin"])
+    return user
 
 
 def _message_row(row: sqlite3.Row) -> dict:
@@ -236,11 +259,7 @@ class Store:
             f"SELECT id, username, password_hash, is_admin, created_at FROM users WHERE {where}",
             (value,),
         ).fetchone()
-        if row is None:
-            return None
-        user = dict(row)
-        user["is_admin"] = bool(user["is_admin"])
-        return user
+        return None if row is None else _user_row(row)
 
     def get_user(self, username: str) -> dict | None:
         return self._user("username = ?", username)
@@ -250,6 +269,32 @@ class Store:
 
     def count_users(self) -> int:
         return self._connection().execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+    def create_session(self, user_id: int, token: str, lifetime: float) -> None:
+        """Record a login under `token`; sessions older than `lifetime` seconds (any
+        user's) are removed on the way, so the table holds only live ones."""
+        now = _now()
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE created_at <= ?", (now - lifetime,))
+            conn.execute("INSERT INTO sessions (token_hash, user_id, created_at) VALUES (?, ?, ?)",
+                         (_token_hash(token), user_id, now))
+
+    def session_user(self, token: str, lifetime: float) -> dict | None:
+        """The user a session belongs to; None when the token is unknown, revoked, or
+        older than `lifetime` seconds (one primary-key lookup)."""
+        row = self._connection().execute(
+            "SELECT users.id, username, password_hash, is_admin, users.created_at "
+            "FROM sessions JOIN users ON users.id = sessions.user_id "
+            "WHERE token_hash = ? AND sessions.created_at > ?",
+            (_token_hash(token), _now() - lifetime),
+        ).fetchone()
+        return None if row is None else _user_row(row)
+
+    def delete_session(self, token: str) -> bool:
+        """Revoke a session; False when there was no such session."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM sessions WHERE token_hash = ?",
+                                (_token_hash(token),)).rowcount > 0
 
     # -- conversations and messages -------------------------------------------------
 
@@ -353,56 +398,51 @@ class Store:
     # -- episodes and the index -----------------------------------------------------
 
     def add_episodes(self, user_id: int, episodes: list[NewEpisode]) -> list[int]:
-        """Write episodes and their postings in one transaction; returns their ids."""
-        ids = []
-        postings: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        """Write one user's episodes and their postings in one transaction; returns their
+        ids. No external-id check (an import keeps what the export holds)."""
         with self._transaction() as conn:
-            totals = _Totals.read(conn, user_id)
-            for episode in episodes:
-                totals.last_seq += max(1, int(episode.gap))
-                cursor = conn.execute(
-                    "INSERT INTO episodes (user_id, conversation_id, role, text, tokens, "
-                    "timestamp, importance, recall_count, external_id, seq, trace) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (user_id, episode.conversation_id, episode.role, episode.text,
-                     " ".join(episode.tokens),
-                     _now() if episode.timestamp is None else float(episode.timestamp),
-                     float(episode.importance), episode.recall_count, episode.external_id,
-                     totals.last_seq, episode.trace),
-                )
-                episode_id = int(cursor.lastrowid)
-                ids.append(episode_id)
-                counts = Counter(episode.tokens)
-                length = min(len(episode.tokens), 65535)
-                for token, tf in counts.items():
-                    postings[token].append((episode_id, min(tf, 65535), length))
-                totals.add(len(episode.tokens), episode.trace, +1)
-            for token, entries in postings.items():
-                self._append_postings(conn, user_id, token_id(token), entries)
-            totals.write(conn, user_id)
-        return ids
+            return self._write_episodes(conn, [(user_id, e) for e in episodes], False)
 
-    @staticmethod
-    def _append_postings(conn, user_id: int, token_id: int, entries: list) -> None:
-        new = np.array(entries, dtype=POSTING)
-        last = conn.execute(
-            "SELECT first_episode, data FROM postings WHERE user_id = ? AND token_id = ? "
-            "ORDER BY first_episode DESC LIMIT 1",
-            (user_id, token_id),
-        ).fetchone()
-        if last is not None and len(last["data"]) < BLOCK_SIZE * POSTING.itemsize:
-            room = BLOCK_SIZE - len(last["data"]) // POSTING.itemsize
-            conn.execute(
-                "UPDATE postings SET data = ? WHERE user_id = ? AND token_id = ? "
-                "AND first_episode = ?",
-                (last["data"] + new[:room].tobytes(), user_id, token_id, last["first_episode"]),
-            )
-            new = new[room:]
-        conn.executemany(
-            "INSERT INTO postings (user_id, token_id, first_episode, data) VALUES (?, ?, ?, ?)",
-            [(user_id, token_id, int(block["episode"][0]), block.tobytes())
-             for block in np.split(new, range(BLOCK_SIZE, len(new), BLOCK_SIZE)) if len(block)],
-        )
+    def add_episodes_many(self, items: Sequence[tuple[int, NewEpisode]]) -> list[int]:
+        """Group commit: episodes of several users, as (user id, episode) in storing order,
+        written in ONE transaction, so a batch pays the fsync and the write lock once;
+        all or nothing. Returns their ids. Idempotent on external id, checked inside the
+        transaction: an episode whose user already has its external id (stored before or
+        earlier in the batch) is not written again, its twin's id is returned for it and
+        set as its `duplicate_of`."""
+        with self._transaction() as conn:
+            return self._write_episodes(conn, items, True)
+
+    def _write_episodes(self, conn: sqlite3.Connection, items: Sequence[tuple[int, NewEpisode]],
+                        idempotent: bool) -> list[int]:
+        ids = []
+        totals: dict[int, _Totals] = {}
+        postings: dict[tuple[int, str], list[tuple[int, int, int]]] = defaultdict(list)
+        written: dict[tuple[int, str], int] = {}  # (user, external id) -> id, this batch
+        for user_id, episode in items:
+            key = (user_id, episode.external_id)
+            if idempotent and episode.external_id is not None:
+                twin = written.get(key) or _external_id_twin(conn, *key)
+                if twin is not None:
+                    episode.duplicate_of = twin
+                    ids.append(twin)
+                    continue
+            if user_id not in totals:
+                totals[user_id] = _Totals.read(conn, user_id)
+            user_totals = totals[user_id]
+            user_totals.last_seq += max(1, int(episode.gap))
+            episode_id = _insert_episode(conn, user_id, episode, user_totals.last_seq)
+            ids.append(episode_id)
+            written[key] = episode_id
+            length = min(len(episode.tokens), 65535)
+            for token, tf in Counter(episode.tokens).items():
+                postings[user_id, token].append((episode_id, min(tf, 65535), length))
+            user_totals.add(len(episode.tokens), episode.trace, +1)
+        _append_postings(conn, {(user_id, token_id(token)): entries
+                                for (user_id, token), entries in postings.items()})
+        for user_id, user_totals in totals.items():
+            user_totals.write(conn, user_id)
+        return ids
 
     def delete_episode(self, user_id: int, episode_id: int) -> bool:
         """Remove an episode and its postings; False when the user has no such episode."""
@@ -471,31 +511,28 @@ class Store:
             return None
         return totals.trace_sum / totals.traced
 
-    def seqs(self, user_id: int, episode_ids: Iterable[int]) -> dict[int, int]:
-        """episode id -> its position in the user's stream."""
+    def episodes_near(self, user_id: int, episode_ids: Iterable[int],
+                      width: int) -> list[tuple]:
+        """The episodes up to `width` positions before or after the given ones in the
+        user's stream (the given ones included), each once, by position, as
+        (id, seq, conversation_id, importance, trace) tuples: a recall's candidate pool in
+        one query, read as plain tuples because it runs to hundreds of rows."""
         ids = [int(i) for i in episode_ids]
         if not ids:
-            return {}
-        rows = self._connection().execute(
-            # "+user_id": look the ids up by primary key, then check the owner (without
+            return []
+        cursor = self._connection().cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(
+            # "+c.user_id": look the ids up by primary key, then check the owner (without
             # it SQLite scans the user's whole (user_id, seq) index).
-            f"SELECT id, seq FROM episodes WHERE +user_id = ? AND id IN ({_marks(ids)})",
-            (user_id, *ids),
+            "SELECT n.id, n.seq, n.conversation_id, n.importance, n.trace "
+            "FROM episodes c JOIN episodes n ON n.user_id = ? "
+            "AND n.seq BETWEEN c.seq - ? AND c.seq + ? "
+            f"WHERE +c.user_id = ? AND c.id IN ({_marks(ids)})",
+            (user_id, width, width, user_id, *ids),
         )
-        return {row[0]: row[1] for row in rows}
-
-    def episodes_at(self, user_id: int, seqs: Iterable[int]) -> dict[int, dict]:
-        """Episodes by their position in the user's stream: seq -> {id, seq,
-        conversation_id, importance, trace}. Neighbouring turns are seq +- 1, 2, ..."""
-        wanted = sorted({int(s) for s in seqs})
-        if not wanted:
-            return {}
-        rows = self._connection().execute(
-            f"SELECT id, seq, conversation_id, importance, trace FROM episodes WHERE user_id = ? "
-            f"AND seq IN ({_marks(wanted)})",
-            (user_id, *wanted),
-        )
-        return {row["seq"]: dict(row) for row in rows}
+        by_seq = {row[1]: row for row in rows}
+        return [by_seq[seq] for seq in sorted(by_seq)]
 
     def get_episodes(self, user_id: int, episode_ids: Iterable[int]) -> dict[int, dict]:
         ids = [int(i) for i in episode_ids]
@@ -633,3 +670,59 @@ class _Totals:
             (user_id, self.episodes, self.tokens, self.last_seq, self.traced,
              None if self.trace_sum is None else self.trace_sum.tobytes(), self.faded_at),
         )
+
+
+def _external_id_twin(conn: sqlite3.Connection, user_id: int, external_id: str) -> int | None:
+    row = conn.execute(
+        "SELECT id FROM episodes WHERE user_id = ? AND external_id = ? LIMIT 1",
+        (user_id, external_id),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _insert_episode(conn: sqlite3.Connection, user_id: int, episode: NewEpisode,
+                    seq: int) -> int:
+    return int(conn.execute(
+        "INSERT INTO episodes (user_id, conversation_id, role, text, tokens, timestamp, "
+        "importance, recall_count, external_id, seq, trace) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, episode.conversation_id, episode.role, episode.text, " ".join(episode.tokens),
+         _now() if episode.timestamp is None else float(episode.timestamp),
+         float(episode.importance), episode.recall_count, episode.external_id, seq,
+         episode.trace),
+    ).lastrowid)
+
+
+def _append_postings(conn: sqlite3.Connection,
+                     entries: dict[tuple[int, int], list[tuple[int, int, int]]]) -> None:
+    """Append new postings (in episode order) for many (user, token id) pairs at once: one
+    query reads the last block of each, one batch of updates fills those blocks and one
+    batch of inserts adds the blocks that overflow."""
+    keys = list(entries)
+    last_blocks = {}
+    for start in range(0, len(keys), TOKENS_PER_QUERY):
+        chunk = keys[start:start + TOKENS_PER_QUERY]
+        last_blocks.update(((row[0], row[1]), (row[2], row[3])) for row in conn.execute(
+            # Joined from a list of the pairs so that each finds its last block by primary
+            # key (a plain IN list makes SQLite read every block of every token).
+            f"WITH wanted (user_id, token_id) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
+            "SELECT wanted.user_id, wanted.token_id, p.first_episode, p.data FROM wanted "
+            "JOIN postings AS p ON p.user_id = wanted.user_id AND p.token_id = wanted.token_id "
+            "AND p.first_episode = (SELECT MAX(first_episode) FROM postings "
+            "WHERE user_id = wanted.user_id AND token_id = wanted.token_id)",
+            [value for key in chunk for value in key],
+        ))
+    updates, inserts = [], []
+    for key, key_entries in entries.items():
+        new = np.array(key_entries, dtype=POSTING)
+        first, data = last_blocks.get(key, (None, b""))
+        room = BLOCK_SIZE - len(data) // POSTING.itemsize
+        if first is not None and room > 0:
+            updates.append((data + new[:room].tobytes(), *key, first))
+            new = new[room:]
+        inserts.extend((*key, int(new["episode"][start]), new[start:start + BLOCK_SIZE].tobytes())
+                       for start in range(0, len(new), BLOCK_SIZE))
+    conn.executemany("UPDATE postings SET data = ? WHERE user_id = ? AND token_id = ? "
+                     "AND first_episode = ?", updates)
+    conn.executemany("INSERT INTO postings (user_id, token_id, first_episode, data) "
+                     "VALUES (?, ?, ?, ?)", inserts)
