@@ -32,7 +32,8 @@ def lab_run(net: SORN, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     x, y = start.x.astype(float), start.y.astype(float)
     spikes = []
     for t, units in enumerate(inputs):
-        noise = block_draws(SEED, t // BLOCK_STEPS, n_e, cfg.n_i, cfg.noise_sigma, 0.0).noise
+        draws = block_draws(SEED, t // BLOCK_STEPS, n_e, cfg.n_i, cfg.noise_sigma, 0.0)
+        noise = draws.noise * draws.sigma
         drive = w_ee @ x - w_ei @ y - t_e + noise[t % BLOCK_STEPS, :n_e]
         drive[units] += cfg.input_gain
         x_new = (drive >= 0).astype(float)

@@ -73,11 +73,12 @@ def _compile(function):
 @_compile
 def run_steps(
     rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, state, counts,
-    noise, add_synapse, candidates, fallback, offset, t, input_ptr, input_units,
+    noise, sigma, add_synapse, candidates, fallback, offset, t, input_ptr, input_units,
     spikes, record,
 ):
     """Advance len(input_ptr) - 1 steps from step t (block offset `offset`), mutating the
-    network arrays in place; step k drives input_units[input_ptr[k]:input_ptr[k + 1]]."""
+    network arrays in place; step k drives input_units[input_ptr[k]:input_ptr[k + 1]].
+    The noise of a unit is noise[offset + k, unit] * sigma[unit] (see BlockDraws)."""
     n_e = rules.n_e
     n_t = state.size
     n_steps = input_ptr.size - 1
@@ -87,7 +88,7 @@ def run_steps(
     fired = np.empty(n_t, np.intp)
     drive = np.empty(n_t)
     inhibition = np.empty(n_e + 1)
-    change = np.empty(n_e + 1)
+    work = np.empty((3, n_e + 1))  # scratch rows for the plasticity rules
     growth = np.empty(sums.size)
     driven_at = np.full(n_e, -1, np.intp)
     for k in range(n_steps):
@@ -95,17 +96,17 @@ def run_steps(
         while split_prev < n_prev and prev[split_prev] < n_e:
             split_prev += 1
         _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_prev,
-               noise[offset + k], input_units[input_ptr[k] : input_ptr[k + 1]], k, driven_at,
-               drive, inhibition)
+               noise[offset + k], sigma, input_units[input_ptr[k] : input_ptr[k + 1]], k,
+               driven_at, drive, inhibition)
         if rules.fast_inhibition:
-            _drive_from_new_e(n_e, w_out, scales, thresholds, noise[offset + k], drive)
+            _drive_from_new_e(n_e, w_out, scales, thresholds, noise[offset + k], sigma, drive)
         for unit in range(n_t):
             state[unit] = drive[unit] >= 0.0
         n_fired, split = _list_fired(state, n_e, fired)
         if rules.learning:
             _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, state,
                    prev, split_prev, n_prev, fired, split, add_synapse[offset + k],
-                   candidates[offset + k], fallback[offset + k], growth, change)
+                   candidates[offset + k], fallback[offset + k], growth, work)
         row = (t + k) % counts.shape[0]
         counts[row, 0] = split
         counts[row, 1] = n_fired - split
@@ -133,7 +134,7 @@ def _list_fired(state, n_e, fired):
 
 @_compile
 def _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_prev,
-           noise, units, k, driven_at, drive, inhibition):
+           noise, sigma, units, k, driven_at, drive, inhibition):
     """drive = Σ_rows W_out[e_prev] · scale − inhibition − T + ξ (+ gain on driven units)."""
     n_e = rules.n_e
     n_t = drive.size
@@ -154,7 +155,7 @@ def _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_
             drive[post] -= inhibition[post] * scales[n_t + post]
     for unit in range(n_t):
         drive[unit] -= thresholds[unit]
-        drive[unit] += noise[unit]
+        drive[unit] += noise[unit] * sigma[unit]  # float32 * float64: as BlockDraws.noise_at
     for unit in units:  # numpy's drive[units] += gain adds once per distinct unit
         if driven_at[unit] != k:
             driven_at[unit] = k
@@ -162,7 +163,7 @@ def _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_
 
 
 @_compile
-def _drive_from_new_e(n_e, w_out, scales, thresholds, noise, drive):
+def _drive_from_new_e(n_e, w_out, scales, thresholds, noise, sigma, drive):
     """Fast inhibition: the I units' drive from the E units whose drive is >= 0."""
     n_t = drive.size
     drive[n_e:] = 0.0
@@ -174,13 +175,13 @@ def _drive_from_new_e(n_e, w_out, scales, thresholds, noise, drive):
     for post in range(n_e, n_t):
         drive[post] *= scales[post]
         drive[post] -= thresholds[post]
-        drive[post] += noise[post]
+        drive[post] += noise[post] * sigma[post]
 
 
 @_compile
 def _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, state,
            prev, split_prev, n_prev, fired, split, add_synapse, candidates, fallback,
-           growth, change):
+           growth, work):
     """IP, STDP, structural plasticity, iSTDP and normalization, in network's order."""
     n_e = rules.n_e
     n_t = state.size
@@ -191,7 +192,7 @@ def _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, stat
             thresholds[fired[r]] += rules.eta_ip
     growth[:] = 0.0
     if rules.stdp and split_prev and split:
-        _stdp(rules, w_out, gate_out, scales, prev[:split_prev], fired[:split], growth, change)
+        _stdp(rules, w_out, gate_out, scales, prev[:split_prev], fired[:split], growth, work)
     if rules.structural and add_synapse < rules.p_add:
         pre, post = _free_place(gate_out, n_e, candidates, fallback)
         if pre >= 0:
@@ -200,7 +201,7 @@ def _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, stat
             growth[post] += rules.w_new
     if rules.istdp and n_prev > split_prev:
         _istdp(rules, ei_post, ei_w, scales, state, prev[split_prev:n_prev], n_t, growth,
-               change)
+               work[0])
     if rules.normalization:
         for unit in range(growth.size):
             total = growth[unit] + sums[unit]
@@ -211,40 +212,42 @@ def _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, stat
 
 
 @_compile
-def _stdp(rules, w_out, gate_out, scales, e_prev, e_fired, growth, change):
-    """Potentiation of (e_prev -> e_fired), then depression of (e_fired -> e_prev)."""
+def _stdp(rules, w_out, gate_out, scales, e_prev, e_fired, growth, work):
+    """Potentiation of (e_prev -> e_fired), then depression of (e_fired -> e_prev).
+    Places without a synapse are skipped: numpy adds 0 * η there and writes back the same
+    weight (raw weights are never negative), which changes no bit."""
     eta = rules.eta_stdp
-    step = np.empty(e_fired.size)  # η in raw units of each post, as numpy divides it
+    change = work[0]  # column sums, row after row (network.column_sums)
+    step = work[1]  # η in raw units of each post, as numpy divides it
     for j in range(e_fired.size):
         step[j] = eta / scales[e_fired[j]]
-    change[:] = 0.0  # column sums, row after row (network.column_sums)
+        change[j] = 0.0
     for a in e_prev:
         for j in range(e_fired.size):
             b = e_fired[j]
-            gain = (1.0 if gate_out[a, b] else 0.0) * step[j]
-            w_out[a, b] = w_out[a, b] + gain
-            change[j] += gain
+            if gate_out[a, b]:
+                w_out[a, b] = w_out[a, b] + step[j]
+                change[j] += step[j]
     for j in range(e_fired.size):
         growth[e_fired[j]] = change[j] * scales[e_fired[j]]
-    step = np.empty(e_prev.size)
-    prune = np.empty(e_prev.size)
+    prune = work[2]
     for j in range(e_prev.size):
         step[j] = eta / scales[e_prev[j]]
         prune[j] = rules.prune_threshold / scales[e_prev[j]]
-    change[:] = 0.0
+        change[j] = 0.0
     for f in e_fired:
         for j in range(e_prev.size):
             p = e_prev[j]
-            present = gate_out[f, p]
-            old = w_out[f, p]
-            new = old - (1.0 if present else 0.0) * step[j]
-            if new < 0.0:
-                new = 0.0
-            if rules.structural and present and new <= prune[j]:
-                new = 0.0
-                gate_out[f, p] = False
-            w_out[f, p] = new
-            change[j] += new - old
+            if gate_out[f, p]:
+                old = w_out[f, p]
+                new = old - step[j]
+                if new < 0.0:
+                    new = 0.0
+                if rules.structural and new <= prune[j]:
+                    new = 0.0
+                    gate_out[f, p] = False
+                w_out[f, p] = new
+                change[j] += new - old
     for j in range(e_prev.size):
         growth[e_prev[j]] += change[j] * scales[e_prev[j]]
 
@@ -275,23 +278,22 @@ def _free_place(gate_out, n_e, candidates, fallback):
 
 @_compile
 def _istdp(rules, ei_post, ei_w, scales, state, i_prev, n_t, growth, change):
-    """iSTDP on the slot rows of the I units that fired at t (i_prev holds n_e + index)."""
+    """iSTDP on the slot rows of the I units that fired at t (i_prev holds n_e + index).
+    The change and floor of a slot, in raw units of its post, are computed per slot: the
+    same bits as numpy's per-post arrays, without dividing for posts no fired unit reaches."""
     n_e = rules.n_e
-    step = np.empty(n_e + 1)  # per post E unit (and the dummy post n_e), in raw units
-    floor = np.empty(n_e + 1)
-    for post in range(n_e + 1):
-        after = 1.0 if post < n_e and state[post] else 0.0
-        step[post] = (after * rules.istdp_rise - rules.eta_istdp) / scales[n_t + post]
-        floor[post] = rules.istdp_floor / scales[n_t + post]
     change[:] = 0.0
     for unit in i_prev:
         pre = unit - n_e
         for slot in range(ei_post.shape[1]):
             post = ei_post[pre, slot]
+            after = 1.0 if post < n_e and state[post] else 0.0
+            scale = scales[n_t + post]
             old = ei_w[pre, slot]
-            new = old + step[post]
-            if new < floor[post]:
-                new = floor[post]
+            new = old + (after * rules.istdp_rise - rules.eta_istdp) / scale
+            floor = rules.istdp_floor / scale
+            if new < floor:
+                new = floor
             ei_w[pre, slot] = new
             change[post] += new - old
     if rules.normalization:

@@ -200,11 +200,11 @@ class SORN:
         self._thresholds = np.concatenate([a.thresholds_e, a.thresholds_i]).astype(np.float64)
         self._thresholds_e = self._thresholds[: cfg.n_e]  # a view, adapted by IP
         self._state = np.concatenate([a.x, a.y]).astype(bool)
-        self._fired = self._state.nonzero()[0]
-        self._split = int(np.count_nonzero(a.x))  # fired[:split] are E units
         self._counts = a.rate_counts.astype(np.int64)
         self._draws: BlockDraws | None = None
         self._n_total = n_t
+        self._no_spikes = np.empty((0, n_t), dtype=bool)  # the kernel's `spikes` unrecorded
+        self._kernel_rules: dict = {}  # the kernel's Rules, by the `plastic` flag
 
     def to_arrays(self) -> NetworkArrays:
         """A copy of the complete state (what `save` writes)."""
@@ -242,31 +242,47 @@ class SORN:
         an int n means n steps without input. Returns the spikes as bool
         (steps, n_e + n_i), E units first, or None when `record` is False."""
         entries = [None] * inputs if isinstance(inputs, int) else list(inputs)
-        checked = self._check_inputs(entries)
-        spikes = np.empty((len(checked), self._n_total), dtype=bool) if record else None
+        starts, units = self._pack_inputs(entries)
+        spikes = np.empty((len(entries), self._n_total), dtype=bool) if record else None
         if self.backend == "numba":
-            self._run_compiled(checked, spikes)
-        elif spikes is None:
-            for units in checked:
-                self._advance(units)
-        else:
-            for k, units in enumerate(checked):
-                spikes[k] = self._advance(units)
+            self._run_compiled(starts, units, spikes)
+            return spikes
+        # Who fired at t, E units first: fired[:split] are E units.
+        self._fired = self._state.nonzero()[0]
+        self._split = int(self._fired.searchsorted(self.config.n_e))
+        for k in range(len(entries)):
+            start, end = starts[k], starts[k + 1]
+            state = self._advance(units[start:end] if end > start else None)
+            if spikes is not None:
+                spikes[k] = state
         return spikes
 
     def step(self, units: Units = None) -> np.ndarray:
         """One step; returns the new spikes as bool (n_e + n_i,), E units first."""
         return self.run([units])[0]
 
-    def _check_inputs(self, entries: list[Units]) -> list[np.ndarray | None]:
-        """Entries as int arrays, all checked before the network moves."""
-        given = [np.asarray(units) for units in entries if units is not None]
-        if any(units.ndim != 1 or (units.size and units.dtype.kind not in "iu") for units in given):
-            raise ValueError("each input entry must be None or a 1-D sequence of E-unit indices")
-        every = np.concatenate(given) if given else np.zeros(0, dtype=np.intp)
+    def _pack_inputs(self, entries: list[Units]) -> tuple[np.ndarray, np.ndarray]:
+        """The entries as one flat intp array of E units and where each step's part starts
+        (step k drives units[starts[k]:starts[k + 1]]), all checked before the network
+        moves. Packed once per call, as the kernel takes them."""
+        given = []
+        ends = [0]
+        for entry in entries:
+            if entry is None:
+                ends.append(ends[-1])
+                continue
+            units = np.asarray(entry)
+            if units.ndim != 1 or (units.size and units.dtype.kind not in "iu"):
+                raise ValueError(
+                    "each input entry must be None or a 1-D sequence of E-unit indices"
+                )
+            given.append(units)
+            ends.append(ends[-1] + units.size)
+        starts = np.array(ends, dtype=np.intp)
+        every = np.concatenate(given) if len(given) > 1 else given[0] if given else starts[:0]
         if every.size and (every.min() < 0 or every.max() >= self.config.n_e):
             raise ValueError(f"input units must lie in [0, {self.config.n_e})")
-        return [None if units is None else np.asarray(units, dtype=np.intp) for units in entries]
+        return starts, every.astype(np.intp, copy=False)
 
     def _start_step(self) -> BlockDraws:
         """The draws of step t's block; renormalizes exactly when it is due at step t."""
@@ -281,32 +297,32 @@ class SORN:
             self._renormalize_exactly()
         return draws
 
-    def _run_compiled(self, checked: list[np.ndarray | None], spikes: np.ndarray | None) -> None:
+    def _run_compiled(
+        self, starts: np.ndarray, units: np.ndarray, spikes: np.ndarray | None
+    ) -> None:
         """`run` through the numba kernel, one call per stretch of steps within a block of
         draws (exact renormalization falls on block starts, as BLOCK_STEPS divides it)."""
         from webapp.sorn.kernel import rules_for, run_steps
 
-        sizes = [0 if units is None else units.size for units in checked]
-        starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.intp)])
-        units = np.concatenate([np.zeros(0, np.intp), *(u for u in checked if u is not None)])
-        rules = rules_for(self.config, self.plastic)
-        no_spikes = np.empty((0, self._n_total), dtype=bool)
+        rules = self._kernel_rules.get(self.plastic)
+        if rules is None:
+            rules = self._kernel_rules[self.plastic] = rules_for(self.config, self.plastic)
+        n_steps = starts.size - 1
         done = 0
-        while done < len(checked):
+        while done < n_steps:
             draws = self._start_step()
             offset = self.t % BLOCK_STEPS
-            steps = min(len(checked) - done, BLOCK_STEPS - offset)
+            steps = min(n_steps - done, BLOCK_STEPS - offset)
             run_steps(
                 rules, self._w_out, self._gate_out, self._ei_post, self._ei_w, self._scales,
                 self._sums, self._thresholds, self._state, self._counts,
-                draws.noise, draws.add_synapse, draws.candidates, draws.fallback,
+                draws.noise, draws.sigma, draws.add_synapse, draws.candidates, draws.fallback,
                 offset, self.t, starts[done : done + steps + 1], units,
-                no_spikes if spikes is None else spikes[done : done + steps], spikes is not None,
+                self._no_spikes if spikes is None else spikes[done : done + steps],
+                spikes is not None,
             )
             self.t += steps
             done += steps
-        self._fired = self._state.nonzero()[0]
-        self._split = int(self._fired.searchsorted(self.config.n_e))
 
     def _advance(self, units: np.ndarray | None) -> np.ndarray:
         """Compute x(t+1), y(t+1), apply the plasticity rules; return the new state."""
@@ -330,11 +346,12 @@ class SORN:
             inhibition *= self._scale_ei
             drive[:n_e] -= inhibition
         drive -= self._thresholds
-        drive += draws.noise[offset]
+        noise = draws.noise_at(offset)
+        drive += noise
         if units is not None:
             drive[units] += cfg.input_gain
         if cfg.fast_inhibition:
-            self._drive_from_new_e(drive, draws.noise[offset])
+            self._drive_from_new_e(drive, noise)
         state = drive >= 0.0
         fired = state.nonzero()[0]
         split = int(fired.searchsorted(n_e))

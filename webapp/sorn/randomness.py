@@ -3,17 +3,21 @@
 Every random draw of a running network comes from a Philox generator keyed by the seed
 and by (block of steps, purpose). A block's draws are generated at once, so the stream is
 the same however a run is split into calls, and a reloaded network needs nothing but its
-seed and step counter to continue exactly.
+seed and step counter to continue exactly. As draws depend on nothing else, the blocks
+drawn last are kept (read-only) for every network of the process: networks with the
+same seed at the same block (every user's network starts from one seed) draw it once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 BLOCK_STEPS = 256  # steps whose draws are generated together
 STRUCTURAL_CANDIDATES = 16  # random places tried per step for a new synapse
+SHARED_BLOCKS = 16  # recently drawn blocks kept for all networks of the process
 
 _NOISE_E, _NOISE_I, _STRUCTURAL, _INIT = range(4)
 _MAX_SEED = 2**64
@@ -41,33 +45,41 @@ class BlockDraws:
     """All random numbers for steps [block * BLOCK_STEPS, (block + 1) * BLOCK_STEPS)."""
 
     block: int
-    # (BLOCK_STEPS, n_e + n_i): ξ for E then I units, already scaled. Drawn in float32
-    # (enough for noise, and quicker), used in float64.
+    # (BLOCK_STEPS, n_e + n_i) float32 standard normals for E then I units (0 for a
+    # population without noise); ξ = float64(noise) * sigma. Drawn in float32 (enough for
+    # noise, and quicker), scaled and used in float64.
     noise: np.ndarray
+    sigma: np.ndarray  # (n_e + n_i,) float64: noise_sigma for E units, noise_sigma_i for I
     add_synapse: np.ndarray  # (BLOCK_STEPS,) uniform in [0, 1): a synapse appears if < p_add
     candidates: np.ndarray  # (BLOCK_STEPS, STRUCTURAL_CANDIDATES) flat pre * n_e + post
     fallback: np.ndarray  # (BLOCK_STEPS,) uniform, picks among free places if all fail
 
+    def noise_at(self, offset: int) -> np.ndarray:
+        """ξ of the block's step `offset` for every unit, float64 (n_e + n_i,)."""
+        return self.noise[offset] * self.sigma
 
+
+@lru_cache(maxsize=SHARED_BLOCKS)
 def block_draws(
     seed: int, block: int, n_e: int, n_i: int, noise_sigma: float, noise_sigma_i: float
 ) -> BlockDraws:
-    """Draw one block; each purpose has its own stream so switching a rule or a noise
-    source off leaves the other draws unchanged."""
+    """Draw one block (or return it, read-only, if drawn lately); each purpose has its
+    own stream so switching a rule or a noise source off leaves the other draws unchanged."""
     base = 4 + 4 * block
-    noise = np.zeros((BLOCK_STEPS, n_e + n_i))
+    noise = np.zeros((BLOCK_STEPS, n_e + n_i), dtype=np.float32)
     if noise_sigma > 0:
         noise[:, :n_e] = _generator(seed, base + _NOISE_E).standard_normal(
             (BLOCK_STEPS, n_e), dtype=np.float32
         )
-        noise[:, :n_e] *= noise_sigma
     if noise_sigma_i > 0 and n_i > 0:
         noise[:, n_e:] = _generator(seed, base + _NOISE_I).standard_normal(
             (BLOCK_STEPS, n_i), dtype=np.float32
         )
-        noise[:, n_e:] *= noise_sigma_i
+    sigma = np.repeat([float(noise_sigma), float(noise_sigma_i)], [n_e, n_i])
     structural = _generator(seed, base + _STRUCTURAL)
     add_synapse = structural.random(BLOCK_STEPS)
     candidates = structural.integers(0, n_e * n_e, (BLOCK_STEPS, STRUCTURAL_CANDIDATES))
     fallback = structural.random(BLOCK_STEPS)
-    return BlockDraws(block, noise, add_synapse, candidates, fallback)
+    for array in (noise, sigma, add_synapse, candidates, fallback):
+        array.flags.writeable = False
+    return BlockDraws(block, noise, sigma, add_synapse, candidates, fallback)
