@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 
+from webapp.memory.bm25 import Postings
 from webapp.memory.hot_postings import HotPostings
 from webapp.memory.store import BLOCK_SIZE, POSTING, NewEpisode
 
@@ -24,7 +25,19 @@ def assert_same(cache: HotPostings, store, user: int) -> None:
     found = cache.postings(WORDS + ["absent"])
     assert set(found) == set(expected)
     for token, entries in expected.items():
-        assert found[token].tobytes() == entries.tobytes(), token
+        assert np.array_equal(found[token].episodes, entries["episode"]), token
+        assert np.array_equal(found[token].tf, entries["tf"]), token
+        assert np.array_equal(found[token].lengths, entries["length"]), token
+        assert_finds(found[token])
+
+
+def assert_finds(postings: Postings) -> None:
+    """Postings.find (through a Presence when the list has one) agrees with the list."""
+    episodes = postings.episodes
+    ids = np.arange(episodes[0] - 10, episodes[-1] + 10)
+    listed, position = postings.find(ids)
+    assert np.array_equal(listed, np.isin(ids, episodes))
+    assert np.array_equal(episodes[position[listed]], ids[listed])
 
 
 def test_cached_postings_follow_stores_and_deletes(store):
@@ -36,6 +49,7 @@ def test_cached_postings_follow_stores_and_deletes(store):
         ids += store.add_episodes(user, [episode(rng) for _ in range(BLOCK_SIZE - 20 + round_)])
         assert_same(cache, store, user)
     assert max(len(e) for e in store.postings(user, WORDS).values()) > 2 * BLOCK_SIZE
+    assert all(p.presence is not None for p in cache.postings(WORDS).values())  # dense lists
     for episode_id in rng.sample(ids, 40):
         store.delete_episode(user, episode_id)
         cache.clear()  # what Memory.delete does
@@ -64,4 +78,5 @@ def test_the_cache_keeps_within_its_byte_bound_and_answers_beyond_it(store):
         assert 0 < cache.nbytes <= bound
     cache.clear()
     assert cache.nbytes == 0
-    assert np.array_equal(cache.postings(["cat"])["cat"], store.postings(user, ["cat"])["cat"])
+    assert np.array_equal(cache.postings(["cat"])["cat"].episodes,
+                          store.postings(user, ["cat"])["cat"]["episode"])

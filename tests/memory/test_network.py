@@ -1,5 +1,6 @@
 """Recall's evoked spikes come from a frozen copy that shares the live network's weights:
-they equal a full copy's, across a block of random draws, and leave the network as it was."""
+they equal a full copy's, across a block of random draws, and leave the network as it was.
+The learned drive is what the query's assemblies send through the weight changes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import copy
 
 import numpy as np
 
-from webapp.memory.network import EVOKE_STEPS, EpisodeNetwork
+from webapp.memory.network import EVOKE_STEPS, EpisodeNetwork, initial_weights
 from webapp.sorn.randomness import BLOCK_STEPS
 
 QUERY = ["hike", "alp", "lena", "snow"]
@@ -54,3 +55,18 @@ def test_evoke_equals_a_full_copy_and_leaves_the_network_untouched(tmp_path):
         learner.learn(WORDS + WORDS)
     assert network.net.t % BLOCK_STEPS < BLOCK_STEPS - 5
     assert np.array_equal(network.net.w_ee, twin.net.w_ee)
+
+
+def test_learned_drive_is_the_weight_change_sent_by_the_query_assemblies(tmp_path):
+    network = EpisodeNetwork(1, tmp_path)
+    assert not network.learned_drive(QUERY).any()  # nothing learned yet
+    for _ in range(20):
+        network.learn(WORDS + QUERY)
+    active = np.zeros(network.config.n_e)
+    for token in dict.fromkeys(QUERY + QUERY[:1]):
+        active[network.encoder.units(token)] += 1.0
+    expected = (network.net.w_ee - initial_weights(network.config)) @ active
+    expected[active > 0] = 0.0
+    drive = network.learned_drive(QUERY + QUERY[:1])
+    assert drive.any()
+    assert np.allclose(drive, expected, rtol=1e-12, atol=1e-15)

@@ -110,8 +110,10 @@ class EpisodeNetwork:
         active = np.zeros(self.net.config.n_e)
         for units in self._assemblies(tokens):
             active[units] += 1.0
-        drive = (self.net.w_ee - initial_weights(self.net.config)) @ active
-        drive[active > 0] = 0.0
+        firing = np.flatnonzero(active)  # only their columns of the weights matter
+        change = self.net.w_ee[:, firing] - initial_weights(self.net.config)[:, firing]
+        drive = change @ active[firing]
+        drive[firing] = 0.0
         return drive
 
     def _assemblies(self, tokens: list[str]) -> list[np.ndarray]:
