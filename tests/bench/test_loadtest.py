@@ -30,6 +30,8 @@ def test_a_small_load_reports_latency_throughput_and_no_loss(tmp_path):
         p = load[name]
         assert p["p50"] <= p["p95"] <= p["p99"] <= p["max"]
     assert load["throughput_turns_per_sec"] > 0
+    cpu = load["cpu_ms_per_turn"]  # read from /proc while chatting
+    assert cpu["web"] > 0 and len(cpu["engines"]) == 2 and cpu["load_generator"] > 0
     assert result["integrity_check"] == "ok" and len(result["loadavg_before"]) == 3
     assert "turn" in progress  # the progress bar goes to stderr
 

@@ -159,6 +159,8 @@ def test_stop_ends_the_stream_and_keeps_the_partial_text(world, user):
     done = events.of(user, "done", ack["message_id"])[-1][1]
     assert done["status"] == "stopped"
     assert done["text"].startswith("w0") and "w49" not in done["text"]
+    streamed = [p["delta"] for _, p in events.of(user, "token", ack["message_id"])]
+    assert "".join(streamed) == done["text"]
     reply = store.get_message(user, ack["message_id"])
     assert (reply["status"], reply["text"]) == ("stopped", done["text"])
     assert turns.stop(user, {"message_id": ack["message_id"]})["error"]["code"] == "not_active"
@@ -219,3 +221,26 @@ def test_a_reply_cut_off_by_a_server_stop_is_marked_failed_but_a_live_one_is_not
     finally:
         turns.stop(user, {"message_id": ack["message_id"]})
         worker.join(timeout=10)
+
+
+def test_a_burst_of_pieces_streams_as_few_token_events_before_done(world, user):
+    _, _, nim, turns, events = world
+    nim.reply = " ".join(f"word{i}" for i in range(60))  # FakeNIM sends them all at once
+    ack = run_turn(turns, user, {"conversation_id": None, "text": "Say many words."})
+    names = [e for e, p in events.of(user) if isinstance(p, dict)
+             and p.get("message_id") == ack["message_id"]]
+    assert names[-1] == "done" and "token" not in names[names.index("done"):]
+    deltas = [p["delta"] for _, p in events.of(user, "token", ack["message_id"])]
+    assert "".join(deltas) == nim.reply
+    assert len(deltas) < 60
+
+
+def test_the_message_and_its_reply_are_stored_before_the_ack(world, user):
+    store, _, _, turns, _ = world
+    ack, work = turns.chat(user, {"conversation_id": None, "text": "Remember my bike."})
+    asked, reply = store.list_messages(user, ack["conversation_id"])
+    assert (asked["id"], asked["text"], asked["status"]) == (
+        ack["user_message_id"], "Remember my bike.", "complete")
+    assert (reply["id"], reply["text"], reply["status"]) == (ack["message_id"], "", "streaming")
+    assert store.get_conversation(user, ack["conversation_id"])["title"] == "Remember my bike."
+    work()

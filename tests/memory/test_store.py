@@ -48,6 +48,9 @@ def test_another_users_ids_reach_nothing(store):
     assert store.list_conversations(bob) == []
     assert store.get_episodes(bob, [episode]) == {}
     assert store.postings(bob, ["secret"]) == {}
+    (bobs,) = store.add_episodes(bob, [NewEpisode("mine", ["mine"])])  # the same position
+    assert store.episodes_near(bob, [episode], 3) == []
+    assert [row[0] for row in store.episodes_near(ada, [episode, bobs], 3)] == [episode]
     assert store.delete_episode(bob, episode) is False
     with pytest.raises(KeyError):
         store.add_message(bob, conversation, "user", "intrusion")
@@ -127,3 +130,26 @@ def test_a_version_1_database_is_migrated_and_keeps_its_users(tmp_path):
     migrated.create_session(ada, "token", lifetime=60)
     assert migrated.session_user("token", lifetime=60)["username"] == "ada"
     migrated.close()
+
+
+def test_messages_added_together_are_stored_in_order_all_or_none(store):
+    ada, bob = store.create_user("ada", "h"), store.create_user("bob", "h")
+    conversation, (asked, reply) = store.add_messages(
+        ada, None, [{"role": "user", "text": "Hi"},
+                    {"role": "assistant", "text": "", "status": "streaming"}], title="Hi")
+    assert store.get_conversation(ada, conversation)["title"] == "Hi"
+    more = [{"role": "user", "text": "Again"},
+            {"role": "assistant", "text": "Yes", "meta": {"a": 1}}]
+    _, ids = store.add_messages(ada, conversation, more)
+    messages = store.list_messages(ada, conversation)
+    assert [m["id"] for m in messages] == [asked, reply, *ids]
+    assert [(m["text"], m["status"], m["meta"]) for m in messages] == [
+        ("Hi", "complete", None), ("", "streaming", None), ("Again", "complete", None),
+        ("Yes", "complete", {"a": 1})]
+    with pytest.raises(KeyError):
+        store.add_messages(bob, conversation, more)
+    with pytest.raises(KeyError):  # a malformed second message: the first is not kept either
+        store.add_messages(ada, conversation, [{"role": "user", "text": "Lost?"}, {"role": "x"}])
+    assert len(store.list_messages(ada, conversation)) == 4
+    assert [m.get("meta", "left out") for m in store.list_messages(ada, conversation, meta=False)
+            ] == ["left out"] * 4

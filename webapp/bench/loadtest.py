@@ -268,10 +268,44 @@ def _in_threads(fn, items, limit: int = 16) -> None:
 # --- a load phase ---------------------------------------------------------------------
 
 
-def drive(users: list[VirtualUser], args, stop: threading.Event, label: str) -> float:
-    """Connect every user and run their turns concurrently; the chatting's wall time."""
+def cpu_seconds(server_pid: int | None) -> dict[str, float]:
+    """CPU time (user + system) used so far by the server's web process, each engine worker
+    (read from /proc, Linux) and this load generator (with its fake LLM)."""
+    used = {"load_generator": time.process_time()}
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def walk(pid: int, depth: int) -> None:
+        with contextlib.suppress(OSError):  # gone meanwhile, or no /proc
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            name = ("web" if depth == 1 else f"engine {pid}" if b"multiprocessing.spawn"
+                    in command else None)  # depth 0 is gunicorn's arbiter, idle
+            if name:
+                used[name] = (int(fields[11]) + int(fields[12])) / tick
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                walk(int(child), depth + 1)
+
+    if server_pid is not None:
+        walk(server_pid, 0)
+    return used
+
+
+def cpu_ms_per_turn(before: dict[str, float], after: dict[str, float], turns: int) -> dict:
+    """{"web", "engines": [...], "load_generator"}: CPU milliseconds per finished turn."""
+    per_turn = {name: round((seconds - before.get(name, 0.0)) * 1000 / max(turns, 1), 2)
+                for name, seconds in after.items()}
+    engines = [ms for name, ms in sorted(per_turn.items()) if name.startswith("engine")]
+    return {"web": per_turn.get("web"), "engines": engines,
+            "load_generator": per_turn["load_generator"]}
+
+
+def drive(users: list[VirtualUser], args, stop: threading.Event, label: str,
+          server_pid: int | None = None) -> tuple[float, dict, dict]:
+    """Connect every user and run their turns concurrently; the chatting's wall time, and
+    the CPU time used before and after it (`cpu_seconds`)."""
     _in_threads(lambda u: (u.sign_up(), u.connect()), users)
     deadline = time.monotonic() + args.max_seconds
+    cpu_before = cpu_seconds(server_pid)
     total = sum(len(u.texts) for u in users)
     with tqdm(total=total, desc=label, unit="turn", leave=False) as progress:
         started = time.monotonic()
@@ -283,9 +317,10 @@ def drive(users: list[VirtualUser], args, stop: threading.Event, label: str) -> 
         for thread in threads:
             thread.join()
         wall = time.monotonic() - started
+    cpu_after = cpu_seconds(server_pid)
     for user in users:
         user.close()
-    return wall
+    return wall, cpu_before, cpu_after
 
 
 def percentiles(values: list[float]) -> dict:
@@ -406,10 +441,12 @@ def _served_seconds(nim: FakeNIM) -> dict[str, float]:
 
 
 def load_phase(url: str, nim: FakeNIM, args, users: int, label: str,
-               rng: random.Random) -> dict:
+               rng: random.Random, server_pid: int | None = None) -> dict:
     crowd = make_users(url, f"{label}u", users, args.messages, rng)
-    wall = drive(crowd, args, threading.Event(), label)
+    wall, cpu_before, cpu_after = drive(crowd, args, threading.Event(), label, server_pid)
     result = summarize(crowd, wall, _served_seconds(nim), args.llm_delay)
+    # While chatting (after sign-up, before the checks): what each process spends per turn.
+    result["cpu_ms_per_turn"] = cpu_ms_per_turn(cpu_before, cpu_after, result["turns_done"])
     result.update(check_stored(crowd, require_recall=False))
     return result
 
@@ -488,9 +525,10 @@ def run(args: argparse.Namespace) -> dict:
                 result["kill_cycles"], server = kill_cycles(server, nim, args, rng, run_id,
                                                             restart)
             else:
-                result["load"] = load_phase(server.url, nim, args, args.users, run_id, rng)
+                pid = server.process.pid
+                result["load"] = load_phase(server.url, nim, args, args.users, run_id, rng, pid)
                 result["sweep"] = [
-                    load_phase(server.url, nim, args, users, f"{run_id}s{users}", rng)
+                    load_phase(server.url, nim, args, users, f"{run_id}s{users}", rng, pid)
                     for users in _counts(args.sweep)]
                 breaking = [s["users"] for s in result["sweep"]
                             if (s["overhead_ms"]["p95"] or 0) > BREAK_SECONDS * 1000
@@ -557,10 +595,13 @@ def format_report(result: dict) -> str:
 
 
 def _phase_line(phase: dict) -> str:
-    o, a = phase["overhead_ms"], phase["ack_ms"]
+    o, a, cpu = phase["overhead_ms"], phase["ack_ms"], phase["cpu_ms_per_turn"]
+    server = (f"web {cpu['web']} ms, engines {' + '.join(map(str, cpu['engines']))} ms, "
+              if cpu["web"] is not None else "")
     return (f"{phase['users']} users: {phase['turns_done']}/{phase['turns_sent']} turns, "
             f"{phase['throughput_turns_per_sec']} turns/s, errors {phase['errors']} "
             f"{phase['errors_by_code'] or ''}, lost {phase['lost']}, not in memory "
             f"{phase['not_in_memory']}; overhead p50/p95/p99 {o['p50']}/{o['p95']}/{o['p99']} ms"
             f" (after each user's first turn p95 {phase['overhead_after_first_turn_ms']['p95']} ms;"
-            f" ack p95 {a['p95']} ms)")
+            f" ack p95 {a['p95']} ms); CPU per turn: {server}"
+            f"load generator {cpu['load_generator']} ms")

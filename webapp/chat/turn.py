@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from webapp.chat.prompt import build_prompt
+from webapp.chat.token_batcher import TokenBatcher
 from webapp.engine import EngineError
 from webapp.llm import LLMError
 
@@ -84,6 +85,7 @@ class ChatTurn:
         self.engine = engine
         self.llm = llm
         self.emit = emit
+        self.tokens = TokenBatcher(emit)
         self.engine_timeout = engine_timeout
         self.recall_k = recall_k
         self._active: dict[str, tuple[int, threading.Event]] = {}  # reply id -> (user, cancel)
@@ -106,13 +108,16 @@ class ChatTurn:
             if conversation_id and not self.store.get_conversation(user_id, conversation_id):
                 raise TurnInputError("not_found", "No such conversation.")
             self._check_capacity(user_id)
-            if conversation_id is None:
-                conversation_id = self._persist("create_conversation", user_id,
-                                                _title(text))
-            user_message_id = self._persist("add_message", user_id, conversation_id,
-                                            "user", text)
-            reply_id, cancel = self._start_reply(user_id, lambda: self._persist(
-                "add_message", user_id, conversation_id, "assistant", "", status="streaming"))
+            exchange = [{"role": "user", "text": text},
+                        {"role": "assistant", "text": "", "status": "streaming"}]
+
+            def write() -> tuple[str, str, str]:
+                conversation, (asked_id, answer_id) = self._persist(
+                    "add_messages", user_id, conversation_id, exchange, title=_title(text))
+                return conversation, asked_id, answer_id
+
+            (conversation_id, user_message_id, reply_id), cancel = self._start_reply(
+                user_id, write)
         except TurnInputError as exc:
             return ack_error(exc.code, str(exc)), None
         ack = {"ok": True, "conversation_id": conversation_id, "message_id": reply_id,
@@ -138,13 +143,13 @@ class ChatTurn:
             return ack_error(exc.code, str(exc)), None
         old_episode = (reply["meta"] or {}).get("episode_id")
 
-        def reset() -> str:
+        def reset() -> tuple[str, str, str]:
             self._persist("update_message", user_id, reply_id, text="",
                           status="streaming", meta={})
-            return reply_id
+            return reply["conversation_id"], asked[-1]["id"], reply_id
 
         try:
-            reply_id, cancel = self._start_reply(user_id, reset)
+            _, cancel = self._start_reply(user_id, reset)
         except TurnInputError as exc:
             return ack_error(exc.code, str(exc)), None
         ack = {"ok": True, "conversation_id": reply["conversation_id"], "message_id": reply_id,
@@ -206,14 +211,16 @@ class ChatTurn:
         if active >= MAX_ACTIVE_PER_USER:
             raise TurnInputError("busy", "Too many replies are being written; wait for one.")
 
-    def _start_reply(self, user_id: int, write: Callable[[], str]) -> tuple[str, threading.Event]:
+    def _start_reply(self, user_id: int, write: Callable[[], tuple[str, str, str]]
+                     ) -> tuple[tuple[str, str, str], threading.Event]:
         """Write a reply as "streaming" and register it in one step, so that no reader can
-        see it streaming and unregistered (and take it for an interrupted one)."""
+        see it streaming and unregistered (and take it for an interrupted one). `write`
+        returns the ids (conversation, the message answered, the reply)."""
         cancel = threading.Event()
         with self._lock:
-            reply_id = write()
-            self._active[reply_id] = (user_id, cancel)
-        return reply_id, cancel
+            ids = write()
+            self._active[ids[2]] = (user_id, cancel)
+        return ids, cancel
 
     def settle_interrupted(self, user_id: int, messages: list[dict]) -> list[dict]:
         """Replies still "streaming" that no turn is writing were cut off when a server
@@ -263,10 +270,10 @@ class ChatTurn:
 
     def _turn(self, user_id, conversation_id, user_message_id, reply_id, cancel,
               forget_episode) -> None:
-        messages = self.store.list_messages(user_id, conversation_id)
+        messages = self.store.list_messages(user_id, conversation_id, meta=False)
         index = next(i for i, m in enumerate(messages) if m["id"] == user_message_id)
-        asked, history = messages[index], messages[: index + 1]
-        history = [m for m in history if m["status"] != "error"]
+        history = [m for m in messages[: index + 1] if m["status"] != "error"]
+        asked = self.store.get_message(user_id, user_message_id)
 
         recalled, query_tokens, recall_error = self._recall(user_id, asked["text"])
         meta = {"recalled": recalled, "query_tokens": query_tokens}
@@ -310,7 +317,8 @@ class ChatTurn:
         return found["recalled"], found["query_tokens"], None
 
     def _stream(self, user_id, reply_id, prompt, cancel) -> tuple[str, dict | None]:
-        """Stream the reply to the user, persisting it as it grows; (text, error or None)."""
+        """Stream the reply to the user (pieces that come close together in one `token`
+        event), persisting it as it grows; (text, error or None)."""
         parts: list[str] = []
         persisted_at = time.monotonic()
         try:
@@ -320,12 +328,14 @@ class ChatTurn:
                 if not delta:
                     continue
                 parts.append(delta)
-                self.emit(user_id, "token", {"message_id": reply_id, "delta": delta})
+                self.tokens.send(user_id, reply_id, delta)
                 if time.monotonic() - persisted_at >= PERSIST_EVERY_SECONDS:
                     self._write("update_message", user_id, reply_id, text="".join(parts))
                     persisted_at = time.monotonic()
         except LLMError as exc:
             return "".join(parts), exc.to_dict()
+        finally:
+            self.tokens.close(reply_id)
         return "".join(parts), None
 
     def _remember(self, user_id: int, message: dict, text: str, reply_id: str,

@@ -106,8 +106,11 @@ class NIMClient:
                     kind, value = exchange.events.get(timeout=_POLL_SECONDS)
                 except queue.Empty:
                     continue
-                if kind == "piece":
-                    yield value
+                if kind == "pieces":
+                    for piece in value:
+                        if cancel.is_set():
+                            return
+                        yield piece
                 elif kind == "error":
                     raise value
                 else:
@@ -118,7 +121,8 @@ class NIMClient:
     # -- helper thread -------------------------------------------------------------
 
     def _pump(self, body: dict, exchange: _Exchange) -> None:
-        """Run the request; put ("piece", str)..., then ("end", None) or ("error", LLMError)."""
+        """Run the request; put ("pieces", [str, ...])..., then ("end", None) or ("error",
+        LLMError)."""
         try:
             response = self._request("POST", "/chat/completions", body, exchange.stopped)
             if exchange.attach(response):
@@ -147,8 +151,12 @@ class NIMClient:
                         "The reply was cut off: the LLM service closed the connection before "
                         "finishing. What arrived is kept; try again or regenerate.",
                     )
-                for piece in decoder.feed(data):
-                    exchange.events.put(("piece", piece))
+                pieces: list[str] = []  # what one read brought: one hand-over, not one a piece
+                try:
+                    pieces.extend(decoder.feed(data))
+                finally:  # an unreadable line: the pieces before it still count
+                    if pieces:
+                        exchange.events.put(("pieces", pieces))
         except (urllib3.exceptions.HTTPError, OSError) as error:
             if exchange.stopped.is_set():
                 raise _Cancelled from None

@@ -162,7 +162,8 @@ def _message_row(row: sqlite3.Row) -> dict:
     message = dict(row)
     message.pop("seq", None)
     message.pop("user_id", None)
-    message["meta"] = json.loads(message["meta"]) if message["meta"] is not None else None
+    if "meta" in message:
+        message["meta"] = json.loads(message["meta"]) if message["meta"] is not None else None
     return message
 
 
@@ -299,15 +300,7 @@ class Store:
     # -- conversations and messages -------------------------------------------------
 
     def create_conversation(self, user_id: int, title: str) -> str:
-        conversation_id = uuid.uuid4().hex
-        now = _now()
-        with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO conversations (id, user_id, title, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (conversation_id, user_id, title, now, now),
-            )
-        return conversation_id
+        return self.add_messages(user_id, None, [], title=title)[0]
 
     def list_conversations(self, user_id: int) -> list[dict]:
         rows = self._connection().execute(
@@ -335,27 +328,51 @@ class Store:
         meta: dict | None = None,
     ) -> str:
         """Raises KeyError when the conversation is not this user's."""
-        message_id = uuid.uuid4().hex
+        message = {"role": role, "text": text, "status": status, "meta": meta}
+        return self.add_messages(user_id, conversation_id, [message])[1][0]
+
+    def add_messages(
+        self,
+        user_id: int,
+        conversation_id: str | None,
+        messages: Sequence[dict],
+        title: str = "",
+    ) -> tuple[str, list[str]]:
+        """Messages ({"role", "text", optional "status" and "meta"}) appended in order in ONE
+        transaction: all or none, for one fsync (a user's message and the reply being written
+        to it, before the ack). `conversation_id` None starts a conversation titled `title`.
+        Returns (conversation id, message ids); KeyError when the conversation is not this
+        user's."""
         now = _now()
+        ids = [uuid.uuid4().hex for _ in messages]
         with self._transaction() as conn:
-            updated = conn.execute(
+            if conversation_id is None:
+                conversation_id = uuid.uuid4().hex
+                conn.execute(
+                    "INSERT INTO conversations (id, user_id, title, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (conversation_id, user_id, title, now, now),
+                )
+            elif not conn.execute(
                 "UPDATE conversations SET updated_at = ? WHERE user_id = ? AND id = ?",
                 (now, user_id, conversation_id),
-            ).rowcount
-            if not updated:
+            ).rowcount:
                 raise KeyError(f"no conversation {conversation_id!r}")
             seq = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages "
+                "SELECT COALESCE(MAX(seq), 0) FROM messages "
                 "WHERE user_id = ? AND conversation_id = ?",
                 (user_id, conversation_id),
             ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO messages (id, seq, user_id, conversation_id, role, text, status, "
-                "meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (message_id, seq, user_id, conversation_id, role, text, status,
-                 None if meta is None else json.dumps(meta), now),
-            )
-        return message_id
+            for offset, (message_id, message) in enumerate(zip(ids, messages, strict=True), 1):
+                meta = message.get("meta")
+                conn.execute(
+                    "INSERT INTO messages (id, seq, user_id, conversation_id, role, text, "
+                    "status, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (message_id, seq + offset, user_id, conversation_id, message["role"],
+                     message["text"], message.get("status", "complete"),
+                     None if meta is None else json.dumps(meta), now),
+                )
+        return conversation_id, ids
 
     def update_message(
         self,
@@ -388,9 +405,13 @@ class Store:
         ).fetchone()
         return _message_row(row) if row else None
 
-    def list_messages(self, user_id: int, conversation_id: str) -> list[dict]:
+    def list_messages(self, user_id: int, conversation_id: str, meta: bool = True) -> list[dict]:
+        """In order; `meta=False` leaves out each message's meta (a reply's holds what it
+        recalled: kilobytes of JSON that a prompt's history does not need)."""
+        columns = "*" if meta else "id, conversation_id, role, text, status, created_at"
         rows = self._connection().execute(
-            "SELECT * FROM messages WHERE user_id = ? AND conversation_id = ? ORDER BY seq",
+            f"SELECT {columns} FROM messages WHERE user_id = ? AND conversation_id = ? "
+            "ORDER BY seq",
             (user_id, conversation_id),
         )
         return [_message_row(row) for row in rows]
