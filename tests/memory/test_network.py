@@ -8,7 +8,8 @@ import copy
 
 import numpy as np
 
-from webapp.memory.network import EVOKE_STEPS, EpisodeNetwork, initial_weights
+from webapp.memory.network import EVOKE_STEPS, NETWORK_SEED, EpisodeNetwork, initial_weights
+from webapp.sorn import SORN
 from webapp.sorn.randomness import BLOCK_STEPS
 
 QUERY = ["hike", "alp", "lena", "snow"]
@@ -70,3 +71,14 @@ def test_learned_drive_is_the_weight_change_sent_by_the_query_assemblies(tmp_pat
     drive = network.learned_drive(QUERY + QUERY[:1])
     assert drive.any()
     assert np.allclose(drive, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_new_users_start_from_independent_copies_of_the_seeded_network(tmp_path):
+    first, second = EpisodeNetwork(1, tmp_path), EpisodeNetwork(2, tmp_path)
+    built = SORN(first.config, seed=NETWORK_SEED)
+    first.learn(QUERY)  # learning in one user's network must not leak into another's
+    built_spikes = built.run([first.encoder.units(word) for word in WORDS] + [None])
+    second_spikes = second.net.run([second.encoder.units(word) for word in WORDS] + [None])
+    assert np.array_equal(second_spikes, built_spikes)
+    assert np.array_equal(second.net.w_ee, built.w_ee)
+    assert not np.array_equal(first.net.w_ee, second.net.w_ee)

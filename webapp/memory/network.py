@@ -69,7 +69,7 @@ class EpisodeNetwork:
                 return load_network(path), episode_id
             except NetworkFileError:
                 continue  # a damaged snapshot: fall back to an older one, then replay
-        return SORN(config, seed=NETWORK_SEED), 0
+        return SORN.from_arrays(_new_network(config).to_arrays()), 0
 
     def save(self, last_episode_id: int) -> None:
         """Snapshot the network as including every episode up to `last_episode_id`."""
@@ -163,9 +163,18 @@ class EpisodeNetwork:
 
 
 @lru_cache(maxsize=4)
+def _new_network(config: SORNConfig) -> SORN:
+    """The network every new user starts from (one seed for all), built once per process:
+    a copy (`from_arrays(to_arrays())`; not deepcopy, which would cut the network's views
+    from their arrays) costs a fraction of building it, which matters when many new users
+    arrive at once. Never run; only copied."""
+    return SORN(config, seed=NETWORK_SEED)
+
+
+@lru_cache(maxsize=4)
 def initial_weights(config: SORNConfig) -> np.ndarray:
     """E->E weights [post, pre] of a new network: every user's network starts from these."""
-    weights = SORN(config, seed=NETWORK_SEED).w_ee
+    weights = _new_network(config).w_ee
     weights.flags.writeable = False
     return weights
 
