@@ -1,5 +1,6 @@
 """Saving and loading: exact continuation, compact files, and clear errors for bad files."""
 
+import copy
 import io
 import json
 import zipfile
@@ -29,6 +30,17 @@ def test_a_loaded_network_continues_exactly_like_the_saved_one(trained):
     assert np.array_equal(loaded.w_ei, net.w_ei)
     assert np.array_equal(loaded.thresholds_e, net.thresholds_e)
     assert loaded.stats() == net.stats()
+
+
+def test_a_deep_copy_is_an_independent_twin_that_continues_exactly_alike(trained):
+    net, _ = trained
+    twin = copy.deepcopy(net)
+    inputs = [None if k % 3 else [k % 300] for k in range(600)]
+    assert np.array_equal(twin.run(inputs), net.run(inputs))
+    assert np.array_equal(twin.w_ee, net.w_ee)
+    assert np.array_equal(twin.thresholds_e, net.thresholds_e)
+    twin.run([[1, 2, 3]] * 50, record=False)  # learning in the twin leaves the original alone
+    assert twin.t == net.t + 50 and not np.array_equal(twin.thresholds_e, net.thresholds_e)
 
 
 def test_the_frozen_flag_survives_saving(tmp_path):

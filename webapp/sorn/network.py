@@ -224,6 +224,14 @@ class SORN:
             rate_counts=self._counts.copy(),
         )
 
+    def __deepcopy__(self, memo: dict) -> SORN:
+        """An independent twin that continues exactly like this network. (A field-by-field
+        deepcopy would turn the views this network keeps into its arrays, such as the E
+        thresholds IP adapts, into separate arrays that no longer follow them.)"""
+        twin = SORN.from_arrays(self.to_arrays(), backend=self.backend)
+        memo[id(self)] = twin
+        return twin
+
     def frozen_copy(self) -> SORN:
         """A copy with plasticity off that shares this network's weights, thresholds and
         scales. A run without learning writes only the state and the rate counts, so only
