@@ -18,6 +18,7 @@ depend only on its seed and step counter).
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
@@ -69,7 +70,7 @@ class EpisodeNetwork:
                 return load_network(path), episode_id
             except NetworkFileError:
                 continue  # a damaged snapshot: fall back to an older one, then replay
-        return SORN.from_arrays(_new_network(config).to_arrays()), 0
+        return copy.deepcopy(_new_network(config)), 0
 
     def save(self, last_episode_id: int) -> None:
         """Snapshot the network as including every episode up to `last_episode_id`."""
@@ -165,9 +166,8 @@ class EpisodeNetwork:
 @lru_cache(maxsize=4)
 def _new_network(config: SORNConfig) -> SORN:
     """The network every new user starts from (one seed for all), built once per process:
-    a copy (`from_arrays(to_arrays())`; not deepcopy, which would cut the network's views
-    from their arrays) costs a fraction of building it, which matters when many new users
-    arrive at once. Never run; only copied."""
+    a copy costs a fraction of building it, which matters when many new users arrive at
+    once. Never run; only copied."""
     return SORN(config, seed=NETWORK_SEED)
 
 
