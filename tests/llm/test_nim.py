@@ -1,6 +1,8 @@
 """NIMClient against a real HTTP server speaking NIM's streaming protocol."""
 
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -235,3 +237,46 @@ def test_a_key_echoed_by_the_server_is_redacted(nim, client, prompt):
     _, error = collect(client, prompt)
     assert FAKE_KEY not in error.message
     assert "key [redacted] is revoked" in error.message
+
+
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    """Streams a two-piece reply and keeps the connection open, as NIM's servers do."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def setup(self):
+        self.server.connections += 1
+        super().setup()
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for data in ('{"choices": [{"delta": {"content": "Hi"}}]}',
+                     '{"choices": [{"delta": {"content": " there"}}]}', "[DONE]"):
+            event = f"data: {data}\n\n".encode()
+            self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def test_replies_read_to_their_end_reuse_one_connection(prompt):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
+    server.daemon_threads, server.connections = True, 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = NIMClient(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
+        replies = []
+        for _ in range(3):
+            replies.append("".join(client.stream(prompt)))
+            time.sleep(0.2)  # the helper thread hands the connection back after the reply
+        assert replies == ["Hi there"] * 3
+        assert server.connections == 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -92,8 +93,10 @@ class ChatTurn:
         self._finishing: set[str] = set()  # replies written, their episodes still being stored
         self._remembering: set[str] = set()  # messages being stored as episodes right now
         self._recovered: set[int] = set()  # users whose unsaved messages were looked for
+        self._starting: Counter[int] = Counter()  # user -> replies written, not yet registered
         self.started_at = time.time()
         self._lock = threading.Lock()
+        self._registered = threading.Condition(self._lock)  # a user's _starting went down
         self._write_lock = threading.Lock()
 
     # --- entry points (each returns the ack, and the work to run after sending it) -----
@@ -213,13 +216,25 @@ class ChatTurn:
 
     def _start_reply(self, user_id: int, write: Callable[[], tuple[str, str, str]]
                      ) -> tuple[tuple[str, str, str], threading.Event]:
-        """Write a reply as "streaming" and register it in one step, so that no reader can
-        see it streaming and unregistered (and take it for an interrupted one). `write`
-        returns the ids (conversation, the message answered, the reply)."""
+        """Write a reply as "streaming" and register it, so that no reader can see it
+        streaming and unregistered (and take it for an interrupted one): while the write
+        runs, the user counts as `_starting`, and `settle_interrupted` waits for that to end.
+        The lock is not held during the write, so other turns' bookkeeping goes on meanwhile.
+        `write` returns the ids (conversation, the message answered, the reply)."""
         cancel = threading.Event()
+        ids = None
         with self._lock:
+            self._starting[user_id] += 1
+        try:
             ids = write()
-            self._active[ids[2]] = (user_id, cancel)
+        finally:
+            with self._lock:
+                if ids is not None:
+                    self._active[ids[2]] = (user_id, cancel)
+                self._starting[user_id] -= 1
+                if not self._starting[user_id]:
+                    del self._starting[user_id]
+                    self._registered.notify_all()
         return ids, cancel
 
     def settle_interrupted(self, user_id: int, messages: list[dict]) -> list[dict]:
@@ -229,6 +244,7 @@ class ChatTurn:
             if message["status"] != "streaming":
                 continue
             with self._lock:
+                self._registered.wait_for(lambda: user_id not in self._starting)
                 if message["id"] in self._active or message["id"] in self._finishing:
                     continue
                 meta = {**(message["meta"] or {}), "error": INTERRUPTED}
