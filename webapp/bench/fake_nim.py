@@ -72,7 +72,7 @@ class FakeNIM:
         self.calls: list[dict] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.fake = self
         self._thread = threading.Thread(
@@ -125,6 +125,12 @@ class FakeNIM:
     def _pause(self, seconds: float) -> bool:
         """Sleep; False if the server is shutting down meanwhile."""
         return not self._stopping.wait(seconds)
+
+
+class _Server(ThreadingHTTPServer):
+    # A load test opens dozens of connections at once; the default backlog of 5 drops
+    # some SYNs, which the client retries a second later: a delay of ours, not the app's.
+    request_queue_size = 128
 
 
 class _Handler(BaseHTTPRequestHandler):
