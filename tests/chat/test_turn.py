@@ -11,7 +11,7 @@ import pytest
 from tests.support.fake_nim import FakeNIM
 from webapp.chat.turn import MAX_ACTIVE_PER_USER, ChatTurn
 from webapp.engine import EnginePool, WorkerSettings
-from webapp.llm import NIMClient, RetryPolicy
+from webapp.llm import NIMClient, OfflineResponder, RetryPolicy
 from webapp.memory import Store
 
 
@@ -244,3 +244,21 @@ def test_the_message_and_its_reply_are_stored_before_the_ack(world, user):
     assert (reply["id"], reply["text"], reply["status"]) == (ack["message_id"], "", "streaming")
     assert store.get_conversation(user, ack["conversation_id"])["title"] == "Remember my bike."
     work()
+
+
+def test_the_offline_responders_replies_are_shown_but_not_remembered(world, user):
+    """They only quote memories: stored, every later recall would return each memory twice."""
+    store, pool, _, _, _ = world
+    events = Events()
+    offline = ChatTurn(store, pool, OfflineResponder(delay=0.0), events)
+    first = run_turn(offline, user, {"conversation_id": None, "text": "I keep bees in Lisbon."})
+    ack = run_turn(offline, user, {"conversation_id": first["conversation_id"],
+                                   "text": "Where do I keep bees?"})
+    reply = events.of(user, "done", ack["message_id"])[-1][1]
+    assert "I keep bees in Lisbon." in reply["text"]
+    messages = store.list_messages(user, ack["conversation_id"])
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 2
+    assert all(m["meta"]["episode_id"] for m in messages if m["role"] == "user")
+    assert not any((m["meta"] or {}).get("episode_id") for m in messages
+                   if m["role"] == "assistant")
+    assert pool.call(user, "stats")["episodes"] == 2

@@ -36,6 +36,8 @@ class TimedResponder:
     """The offline responder with the time spent inside its stream counted: that time
     stands for the LLM's and is left out of the overhead."""
 
+    remembers_replies = True  # measure the path of a real model's turn: both messages stored
+
     def __init__(self) -> None:
         self.responder = OfflineResponder(delay=0.0)
         self.seconds = 0.0

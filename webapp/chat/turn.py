@@ -185,8 +185,9 @@ class ChatTurn:
             for message in self.settle_interrupted(user_id, messages):
                 unsaved = (message["created_at"] < self.started_at and message["text"].strip()
                            and not (message["meta"] or {}).get("episode_id"))
-                if unsaved and (message["role"] == "user"
-                                or message["status"] in ("complete", "stopped")):
+                if unsaved and (message["role"] == "user" or (
+                        self.llm.remembers_replies
+                        and message["status"] in ("complete", "stopped"))):
                     self._remember(user_id, message, message["text"], message["id"],
                                    recheck=True)
 
@@ -316,7 +317,7 @@ class ChatTurn:
                           episode_id=forget_episode)
         if not (asked["meta"] or {}).get("episode_id"):
             self._remember(user_id, asked, asked["text"], reply_id)
-        if text.strip() and not error:
+        if text.strip() and not error and self.llm.remembers_replies:
             reply = {"id": reply_id, "role": "assistant", "conversation_id": conversation_id,
                      "meta": meta}
             self._remember(user_id, reply, text, reply_id)

@@ -54,6 +54,8 @@ class NIMClient:
     error message, never in repr().
     """
 
+    remembers_replies = True  # a model's replies are part of the conversation to remember
+
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,

@@ -20,6 +20,10 @@ _QUOTE_CHARS = 300
 class OfflineResponder:
     """Answers from `prompt.memories`; `delay` seconds between words (0 in tests)."""
 
+    # Its replies only repeat memories (and a notice): stored, they would come back as
+    # duplicates of the memories they quote in every later recall.
+    remembers_replies = False
+
     def __init__(self, delay: float = 0.01) -> None:
         self.delay = delay
 
