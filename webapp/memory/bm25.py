@@ -125,8 +125,7 @@ class Postings:
         """(found, position): whether each id is listed, and where (valid where found)."""
         if self.presence is not None:
             return self.presence.find(episode_ids)
-        position = np.minimum(np.searchsorted(self.episodes, episode_ids), len(self) - 1)
-        return self.episodes[position] == episode_ids, position
+        return _search(self.episodes, episode_ids)
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,7 @@ class BM25Query:
         for used, term in enumerate(self.terms, start=1):
             new = term.postings
             if seen is not None:
-                new = new.subset(np.flatnonzero(~_contains(seen, new.episodes)))
+                new = new.subset(np.flatnonzero(~_search(seen, new.episodes)[0]))
             ids, scores = self._best(new, n, self.terms[used - 1:], _nth(best_scores, n))
             best_ids, best_scores = _top(np.concatenate([best_ids, ids]),
                                          np.concatenate([best_scores, scores]), n)
@@ -277,10 +276,7 @@ class BM25Query:
             sample_ids = np.sort(first.episodes[largest])
         else:
             sample_ids = first.episodes
-        if len(sample_ids) < n:
-            return 0.0
-        scores = self._add_shares(np.zeros(len(sample_ids)), sample_ids, self.terms)
-        return float(np.partition(scores, -n)[-n])
+        return _nth(self.scores(sample_ids), n)
 
     def _every_score(self, terms: list[_Term]) -> tuple[np.ndarray, np.ndarray]:
         """Every episode holding one of the terms' tokens (ascending ids) and the sum of
@@ -313,10 +309,11 @@ class BM25Query:
         return {term.token for term in self.terms}
 
 
-def _contains(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Which of `ids` occur in `sorted_ids`."""
+def _search(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(found, position): whether each of `ids` occurs in `sorted_ids`, and where (valid
+    where found), by binary search."""
     position = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[position] == ids
+    return sorted_ids[position] == ids, position
 
 
 def _nth(scores: np.ndarray, n: int) -> float:
