@@ -110,6 +110,10 @@ class Engines:
 
     def op_store(self, user_id, **args) -> dict:
         (episode_id,) = commit_stores([self.learn_store(user_id, **args)])
+        return self.stored(user_id, episode_id)
+
+    def stored(self, user_id: int, episode_id: int) -> dict:
+        """The result of a committed store; the memory is due for consolidation."""
         self.unconsolidated.add(user_id)
         return {"episode_id": int(episode_id)}
 
@@ -225,9 +229,8 @@ class StoreBatch:
                 self.replies[cmd["id"]] = self.engines.handle(cmd)
         else:
             for (cmd, _, _), episode_id in zip(self.learned, ids, strict=True):
-                self.replies[cmd["id"]] = protocol.success(cmd["id"],
-                                                           {"episode_id": int(episode_id)})
-                self.engines.unconsolidated.add(cmd["user_id"])
+                self.replies[cmd["id"]] = protocol.success(
+                    cmd["id"], self.engines.stored(cmd["user_id"], episode_id))
         return [self.replies[cmd["id"]] for cmd in self.commands]
 
 
