@@ -116,6 +116,7 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
+_USER_COLUMNS = "users.id, username, password_hash, is_admin, users.created_at"
 _EPISODE_COLUMNS = (
     "id, conversation_id, role, text, tokens, timestamp, importance, recall_count, "
     "external_id, seq, trace"
@@ -167,9 +168,14 @@ def _message_row(row: sqlite3.Row) -> dict:
     return message
 
 
+def _tokens(column: str) -> list[str]:
+    """An episode's `tokens` column (space-separated) as the tokenizer's list."""
+    return column.split(" ") if column else []
+
+
 def _episode_row(row: sqlite3.Row) -> dict:
     episode = dict(row)
-    episode["tokens"] = episode["tokens"].split(" ") if episode["tokens"] else []
+    episode["tokens"] = _tokens(episode["tokens"])
     return episode
 
 
@@ -257,7 +263,7 @@ class Store:
 
     def _user(self, where: str, value: object) -> dict | None:
         row = self._connection().execute(
-            f"SELECT id, username, password_hash, is_admin, created_at FROM users WHERE {where}",
+            f"SELECT {_USER_COLUMNS} FROM users WHERE {where}",
             (value,),
         ).fetchone()
         return None if row is None else _user_row(row)
@@ -284,8 +290,7 @@ class Store:
         """The user a session belongs to; None when the token is unknown, revoked, or
         older than `lifetime` seconds (one primary-key lookup)."""
         row = self._connection().execute(
-            "SELECT users.id, username, password_hash, is_admin, users.created_at "
-            "FROM sessions JOIN users ON users.id = sessions.user_id "
+            f"SELECT {_USER_COLUMNS} FROM sessions JOIN users ON users.id = sessions.user_id "
             "WHERE token_hash = ? AND sessions.created_at > ?",
             (_token_hash(token), _now() - lifetime),
         ).fetchone()
@@ -474,7 +479,7 @@ class Store:
             ).fetchone()
             if row is None:
                 return False
-            tokens = row["tokens"].split(" ") if row["tokens"] else []
+            tokens = _tokens(row["tokens"])
             for token in set(tokens):
                 block = conn.execute(
                     "SELECT first_episode, data FROM postings WHERE user_id = ? AND token_id = ? "
