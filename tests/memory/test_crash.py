@@ -1,10 +1,8 @@
 """A process killed with SIGKILL while storing loses no episode whose store returned."""
 
-import signal
-import subprocess
-import sys
 import textwrap
 
+from tests.memory.conftest import acknowledged_until_killed
 from webapp.memory import Memory, Store
 
 WRITER = textwrap.dedent("""
@@ -23,17 +21,8 @@ WRITER = textwrap.dedent("""
 
 def test_sigkill_during_stores_loses_no_acknowledged_episode(tmp_path):
     database, networks = tmp_path / "m.db", tmp_path / "networks"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, database, networks],
-                              stdout=subprocess.PIPE, text=True)
-    acknowledged = []
-    for line in writer.stdout:
-        acknowledged.append(tuple(int(v) for v in line.split()))
-        if len(acknowledged) == 250:  # past the first automatic snapshot
-            writer.send_signal(signal.SIGKILL)
-            break
-    writer.wait(timeout=30)
-    acknowledged += [tuple(int(v) for v in line.split()) for line in writer.stdout]
-    writer.stdout.close()
+    # (episode id, i) lines; killed past the first automatic snapshot
+    acknowledged = acknowledged_until_killed(WRITER, database, networks, 250)
 
     store = Store(database)
     user = store.get_user("ada")["id"]

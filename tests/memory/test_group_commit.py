@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+from tests.memory.conftest import acknowledged_until_killed, assert_same_network, network_state
 from webapp.memory import Memory, MemoryInputError, Store, commit_stores, tokenize
 from webapp.memory.memory import SNAPSHOT_EVERY
 from webapp.memory.store import NewEpisode
@@ -21,16 +19,6 @@ NOTES = {
     "bob": ["Bob repairs old radios", "A Grundig radio from 1958 came in today"],
     "cy": ["Cy swims in the lake every morning"],
 }
-
-
-def network_state(memory: Memory) -> tuple:
-    net = memory.network.net
-    return net.t, net.w_ee, net.w_ei, net.thresholds_e, net.x, net.y
-
-
-def assert_same_network(a: Memory, b: Memory) -> None:
-    for left, right in zip(network_state(a), network_state(b), strict=True):
-        assert np.array_equal(left, right)
 
 
 def interleaved(memories: dict[str, Memory]) -> list[tuple[Memory, str]]:
@@ -157,17 +145,9 @@ WRITER = textwrap.dedent("""
 
 def test_sigkill_mid_batch_keeps_every_acknowledged_batch_whole(tmp_path):
     database, networks = tmp_path / "m.db", tmp_path / "networks"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, database, networks],
-                              stdout=subprocess.PIPE, text=True)
-    acknowledged = []
-    for line in writer.stdout:
-        acknowledged.append([int(v) for v in line.split()])
-        if len(acknowledged) == SNAPSHOT_EVERY // 2 + 20:  # past the first snapshots
-            writer.send_signal(signal.SIGKILL)
-            break
-    writer.wait(timeout=30)
-    acknowledged += [[int(v) for v in line.split()] for line in writer.stdout]
-    writer.stdout.close()
+    # (batch, ids...) lines; killed past the first snapshots
+    acknowledged = acknowledged_until_killed(WRITER, database, networks,
+                                             SNAPSHOT_EVERY // 2 + 20)
 
     store = Store(database)
     users = [store.get_user(name)["id"] for name in ("ada", "bob", "cy")]

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.memory.conftest import assert_same_network
 from webapp.memory import METHODS, Memory, MemoryInputError
 
 DIARY = [
@@ -74,16 +75,6 @@ def test_two_users_in_one_database_never_see_each_other(open_memory):
     assert len(bob.export()["episodes"]) == 1
     assert len(ada.export()["episodes"]) == len(DIARY)
     assert texts(ada.recall("hiking", k=1)) == [DIARY[0]]
-
-
-def network_state(memory: Memory) -> tuple:
-    net = memory.network.net
-    return net.t, net.w_ee, net.w_ei, net.thresholds_e, net.x, net.y
-
-
-def assert_same_network(a: Memory, b: Memory) -> None:
-    for left, right in zip(network_state(a), network_state(b), strict=True):
-        assert np.array_equal(left, right)
 
 
 @pytest.mark.parametrize("snapshot_midway", [False, True])
