@@ -5,34 +5,18 @@ from __future__ import annotations
 import threading
 import time
 
+from tests.chat.conftest import Events
 from webapp.chat.token_batcher import TokenBatcher
 
 
-class Sent:
-    """The emit callback: records (user_id, event, payload)."""
-
-    def __init__(self):
-        self.events: list[tuple[int, str, dict]] = []
-        self.changed = threading.Condition()
-
-    def __call__(self, user_id, event, payload):
-        with self.changed:
-            self.events.append((user_id, event, payload))
-            self.changed.notify_all()
-
-    def deltas(self, reply_id: str) -> list[str]:
-        return [p["delta"] for _, e, p in self.events if e == "token"
-                and p["message_id"] == reply_id]
-
-
 def test_the_first_piece_goes_out_at_once():
-    sent = Sent()
+    sent = Events()
     TokenBatcher(sent, interval=60.0).send(7, "r1", "Hel")
-    assert sent.events == [(7, "token", {"message_id": "r1", "delta": "Hel"})]
+    assert sent.log == [(7, "token", {"message_id": "r1", "delta": "Hel"})]
 
 
 def test_pieces_that_follow_closely_are_joined_and_close_sends_them():
-    sent = Sent()
+    sent = Events()
     batcher = TokenBatcher(sent, interval=60.0)  # nothing is due before close
     for piece in ["Hel", "lo", ",", " wor", "ld"]:
         batcher.send(7, "r1", piece)
@@ -40,21 +24,21 @@ def test_pieces_that_follow_closely_are_joined_and_close_sends_them():
     batcher.close("r1")
     assert sent.deltas("r1") == ["Hel", "lo, world"]
     batcher.close("r1")  # a second close sends nothing
-    assert len(sent.events) == 2
+    assert len(sent.log) == 2
 
 
 def test_held_pieces_go_out_without_close_when_the_stream_stalls():
-    sent = Sent()
+    sent = Events()
     batcher = TokenBatcher(sent, interval=0.02)
     batcher.send(7, "r1", "a")
     batcher.send(7, "r1", "b")  # held: the stream now pauses, nobody calls close
     with sent.changed:
-        assert sent.changed.wait_for(lambda: len(sent.events) == 2, timeout=10)
+        assert sent.changed.wait_for(lambda: len(sent.log) == 2, timeout=10)
     assert sent.deltas("r1") == ["a", "b"]
 
 
 def test_a_piece_after_a_pause_goes_out_at_once():
-    sent = Sent()
+    sent = Events()
     batcher = TokenBatcher(sent, interval=0.01)
     batcher.send(7, "r1", "a")
     time.sleep(0.05)
@@ -63,7 +47,7 @@ def test_a_piece_after_a_pause_goes_out_at_once():
 
 
 def test_concurrent_replies_keep_their_own_text_user_and_order():
-    sent = Sent()
+    sent = Events()
     batcher = TokenBatcher(sent, interval=0.005)
     words = [f" w{i}" for i in range(300)]
 
@@ -79,5 +63,5 @@ def test_concurrent_replies_keep_their_own_text_user_and_order():
         thread.join()
     for user in range(4):
         assert "".join(sent.deltas(f"r{user}")) == "".join(words)
-        assert {u for u, _, p in sent.events if p["message_id"] == f"r{user}"} == {user}
-    assert len(sent.events) < 4 * len(words)
+        assert {u for u, _, p in sent.log if p["message_id"] == f"r{user}"} == {user}
+    assert len(sent.log) < 4 * len(words)

@@ -8,37 +8,12 @@ import time
 
 import pytest
 
+from tests.chat.conftest import Events
 from tests.support.fake_nim import FakeNIM
 from webapp.chat.turn import MAX_ACTIVE_PER_USER, ChatTurn
 from webapp.engine import EnginePool, WorkerSettings
 from webapp.llm import NIMClient, OfflineResponder, RetryPolicy
 from webapp.memory import Store
-
-
-class Events:
-    """The emit callback: records (user_id, event, payload)."""
-
-    def __init__(self):
-        self.log: list[tuple[int, str, object]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, user_id, event, payload):
-        with self.lock:
-            self.log.append((user_id, event, payload))
-
-    def of(self, user_id, event=None, message_id=None) -> list:
-        return [(e, p) for u, e, p in self.log if u == user_id and (event is None or e == event)
-                and (message_id is None or not isinstance(p, dict)
-                     or p.get("message_id") in (None, message_id))]
-
-    def wait(self, user_id, event, message_id=None, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.of(user_id, event, message_id)
-            if found:
-                return found[-1][1]
-            time.sleep(0.01)
-        raise AssertionError(f"no {event} for user {user_id}")
 
 
 @pytest.fixture(scope="module")
