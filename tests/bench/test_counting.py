@@ -85,3 +85,13 @@ def test_the_task_network_uses_fast_inhibition_unless_asked_for_the_delayed_kind
     fast, delayed = counting.run(parse(*short)), counting.run(parse(*short, "--delayed-inhibition"))
     assert fast["fast_inhibition"] and not delayed["fast_inhibition"]
     assert fast["sorn_rate_e"] != delayed["sorn_rate_e"]
+
+
+def test_the_noise_is_normal_unless_the_lab_codes_uniform_form_is_asked_for():
+    assert counting.counting_config().noise_distribution == "normal"
+    assert counting.counting_config(noise_distribution="uniform").noise_distribution == "uniform"
+    short = ("--n", "3", "--steps", "600", "--train", "300", "--test", "300")
+    normal = counting.run(parse(*short))
+    uniform = counting.run(parse(*short, "--noise-distribution", "uniform"))
+    assert (normal["noise_distribution"], uniform["noise_distribution"]) == ("normal", "uniform")
+    assert normal["sorn_rate_e"] != uniform["sorn_rate_e"]

@@ -101,9 +101,12 @@ def test_backend_can_change_mid_run():
     assert np.array_equal(np.concatenate([first, switching.run(inputs[700:])]), expected)
 
 
-def test_noisy_inhibition_and_repeated_input_units_match():
+@pytest.mark.parametrize("noise", ["normal", "uniform"])
+def test_noisy_inhibition_and_repeated_input_units_match(noise):
     """Noise on I units (Zheng 2013) and an entry naming a unit twice (numpy adds once)."""
-    config = SORNConfig(n_e=100, n_i=20, noise_sigma_i=0.2, input_gain=0.7)
+    config = SORNConfig(
+        n_e=100, n_i=20, noise_sigma_i=0.2, input_gain=0.7, noise_distribution=noise
+    )
     reference, compiled = twins(config, seed=10)
     inputs = [[3, 3, 50], None, [], np.array([7, 8, 7, 7])] * 500
     assert np.array_equal(reference.run(inputs), compiled.run(inputs))
@@ -132,9 +135,13 @@ def test_backend_choice():
         SORN(SORNConfig(n_e=10, n_i=2), backend="gpu")
 
 
-def test_fast_inhibition_matches():
-    """I units driven by the new E state, with noise on them and input, both backends."""
-    config = SORNConfig(n_e=100, n_i=20, fast_inhibition=True, noise_sigma_i=0.1)
+@pytest.mark.parametrize("noise", ["normal", "uniform"])
+def test_fast_inhibition_matches(noise):
+    """I units driven by the new E state, with noise on them and input, both backends
+    (with the lab's uniform noise this is the counting-task network's step)."""
+    config = SORNConfig(
+        n_e=100, n_i=20, fast_inhibition=True, noise_sigma_i=0.1, noise_distribution=noise
+    )
     reference, compiled = twins(config, seed=13)
     inputs = token_inputs(100, 2_000)
     assert np.array_equal(reference.run(inputs), compiled.run(inputs))

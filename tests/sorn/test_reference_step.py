@@ -5,7 +5,10 @@ engine's own noise, must give the same spikes, thresholds and weights; docs/EXPE
 §1 lists the step. This is what rules out an engine bug behind the counting results.
 """
 
+import dataclasses
+
 import numpy as np
+import pytest
 
 from webapp.sorn import SORN, SORNConfig
 from webapp.sorn.randomness import BLOCK_STEPS, block_draws
@@ -32,7 +35,9 @@ def lab_run(net: SORN, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     x, y = start.x.astype(float), start.y.astype(float)
     spikes = []
     for t, units in enumerate(inputs):
-        draws = block_draws(SEED, t // BLOCK_STEPS, n_e, cfg.n_i, cfg.noise_sigma, 0.0)
+        draws = block_draws(
+            SEED, t // BLOCK_STEPS, n_e, cfg.n_i, cfg.noise_sigma, 0.0, cfg.noise_distribution
+        )
         noise = draws.noise * draws.sigma
         drive = w_ee @ x - w_ei @ y - t_e + noise[t % BLOCK_STEPS, :n_e]
         drive[units] += cfg.input_gain
@@ -47,10 +52,12 @@ def lab_run(net: SORN, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return np.array(spikes), t_e, w_ee
 
 
-def test_the_counting_network_takes_the_labs_step_exactly():
-    net = SORN(LAB_COUNTING_NETWORK, seed=SEED, backend="numpy")
+@pytest.mark.parametrize("noise", ["normal", "uniform"])
+def test_the_counting_network_takes_the_labs_step_exactly(noise):
+    config = dataclasses.replace(LAB_COUNTING_NETWORK, noise_distribution=noise)
+    net = SORN(config, seed=SEED, backend="numpy")
     rng = np.random.default_rng(0)
-    pools = rng.choice(LAB_COUNTING_NETWORK.n_e, size=(3, 5), replace=False)
+    pools = rng.choice(config.n_e, size=(3, 5), replace=False)
     inputs = [pools[s] for s in rng.integers(0, 3, size=STEPS)]
     initial = net.w_ee
 
@@ -61,4 +68,4 @@ def test_the_counting_network_takes_the_labs_step_exactly():
     np.testing.assert_allclose(net.thresholds_e, expected_thresholds, rtol=0, atol=1e-9)
     np.testing.assert_allclose(net.w_ee, expected_weights, rtol=0, atol=1e-9)
     assert np.abs(net.w_ee - initial).max() > 0.05  # the weights did learn
-    assert 0.05 < spikes[:, : LAB_COUNTING_NETWORK.n_e].mean() < 0.2
+    assert 0.05 < spikes[:, : config.n_e].mean() < 0.2

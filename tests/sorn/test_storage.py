@@ -144,18 +144,62 @@ def test_a_missing_file_is_a_file_not_found_error(tmp_path):
         load_network(tmp_path / "absent.npz")
 
 
-def _as_version_1(arrays):
-    """What the first file format held: version 1, a config without fast_inhibition."""
-    config = json.loads(str(arrays["config"]))
-    del config["fast_inhibition"]
-    arrays["config"] = np.array(json.dumps(config))
-    arrays["version"] = np.array(1, dtype=np.int64)
+def as_version(version: int, *absent_keys: str):
+    """A change that makes a file look written by an older format: its version, and a
+    config without the keys that format did not know yet."""
+    def change(arrays):
+        config = json.loads(str(arrays["config"]))
+        for key in absent_keys:
+            del config[key]
+        arrays["config"] = np.array(json.dumps(config))
+        arrays["version"] = np.array(version, dtype=np.int64)
+    return change
 
 
-def test_a_version_1_file_loads_with_the_dynamics_it_was_saved_with(trained):
+@pytest.mark.parametrize(
+    "old_format",
+    [as_version(1, "fast_inhibition", "noise_distribution"), as_version(2, "noise_distribution")],
+    ids=["version 1", "version 2"],
+)
+def test_an_older_file_loads_with_the_dynamics_it_was_saved_with(trained, old_format):
     net, path = trained
-    rewrite(path, _as_version_1)
+    rewrite(path, old_format)
     loaded = load_network(path)
     assert loaded.config.fast_inhibition is False
+    assert loaded.config.noise_distribution == "normal"
     assert loaded.config == net.config
     assert np.array_equal(loaded.run(300), net.run(300))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [as_version(3, "noise_distribution"), as_version(2, "fast_inhibition", "noise_distribution")],
+    ids=["current version", "version 2"],
+)
+def test_a_config_missing_a_key_its_version_has_is_refused(trained, damage):
+    _, path = trained
+    rewrite(path, damage)
+    with pytest.raises(NetworkFileError, match="net.npz.*missing"):
+        load_network(path)
+
+
+def test_a_config_with_an_unknown_key_is_refused(trained):
+    _, path = trained
+
+    def add_unknown_key(arrays):
+        config = json.loads(str(arrays["config"])) | {"noise_colour": "pink"}
+        arrays["config"] = np.array(json.dumps(config))
+
+    rewrite(path, add_unknown_key)
+    with pytest.raises(NetworkFileError, match="net.npz.*unknown.*noise_colour"):
+        load_network(path)
+
+
+def test_a_network_with_uniform_noise_saves_and_continues_exactly(tmp_path):
+    config = SORNConfig(n_e=80, n_i=20, noise_sigma=0.05, noise_distribution="uniform")
+    net = SORN(config, seed=3)
+    net.run([[k % 80] for k in range(400)], record=False)
+    net.save(tmp_path / "uniform.npz")
+    loaded = load_network(tmp_path / "uniform.npz")
+    assert loaded.config.noise_distribution == "uniform"
+    assert np.array_equal(loaded.run(500), net.run(500))

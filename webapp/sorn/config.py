@@ -12,6 +12,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+NOISE_DISTRIBUTIONS = ("normal", "uniform")
+
 
 @dataclass(frozen=True)
 class SORNConfig:
@@ -31,8 +33,11 @@ class SORNConfig:
     h_ip: float = 0.1  # target firing rate of the E units
     te_max: float = 1.0  # initial E thresholds ~ U(0, te_max)
     ti_max: float = 0.5  # I thresholds ~ U(0, ti_max) (fixed)
-    noise_sigma: float = math.sqrt(0.05)  # std of the Gaussian noise on each E unit
-    noise_sigma_i: float = 0.0  # std of the noise on each I unit (the lab code uses noise_sigma)
+    noise_sigma: float = math.sqrt(0.05)  # scale σ of the noise on each E unit
+    noise_sigma_i: float = 0.0  # its scale on each I unit (the lab code uses noise_sigma)
+    # ξ = σ·N(0, 1) ("normal": σ is the std; Zheng 2013, Hartmann) or σ·U[0, 1) ("uniform":
+    # mean σ/2, std σ/√12; the `sigma` of the lab's SORN_V2 code), for E and I units alike.
+    noise_distribution: str = "normal"
     input_gain: float = 1.0  # u_i for the E units driven in a step
     # I units see the new E state, y(t+1) = Θ(W_IE x(t+1) − T_I), as in the Triesch lab's
     # counting-task code (Hartmann's `fast_inhibit`); off: Lazar's y(t+1) from x(t).
@@ -71,6 +76,8 @@ class SORNConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 problems.append(f"{name} must be finite and >= 0, got {value}")
+        if self.noise_distribution not in NOISE_DISTRIBUTIONS:
+            problems.append(f"noise_distribution must be one of {NOISE_DISTRIBUTIONS}")
         if not isinstance(self.fast_inhibition, bool):
             problems.append("fast_inhibition must be a bool")
         if not math.isfinite(self.input_gain):

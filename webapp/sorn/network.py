@@ -299,7 +299,7 @@ class SORN:
         if draws is None or draws.block != self.t // BLOCK_STEPS:
             draws = self._draws = block_draws(
                 self.seed, self.t // BLOCK_STEPS, cfg.n_e, cfg.n_i,
-                cfg.noise_sigma, cfg.noise_sigma_i,
+                cfg.noise_sigma, cfg.noise_sigma_i, cfg.noise_distribution,
             )
         if self.plastic and self.t % RENORMALIZE_EVERY == 0 and cfg.normalization:
             self._renormalize_exactly()

@@ -45,9 +45,9 @@ class BlockDraws:
     """All random numbers for steps [block * BLOCK_STEPS, (block + 1) * BLOCK_STEPS)."""
 
     block: int
-    # (BLOCK_STEPS, n_e + n_i) float32 standard normals for E then I units (0 for a
-    # population without noise); ξ = float64(noise) * sigma. Drawn in float32 (enough for
-    # noise, and quicker), scaled and used in float64.
+    # (BLOCK_STEPS, n_e + n_i) float32 standard normals, or uniforms in [0, 1), for E then
+    # I units (0 for a population without noise); ξ = float64(noise) * sigma. Drawn in
+    # float32 (enough for noise, and quicker), scaled and used in float64.
     noise: np.ndarray
     sigma: np.ndarray  # (n_e + n_i,) float64: noise_sigma for E units, noise_sigma_i for I
     add_synapse: np.ndarray  # (BLOCK_STEPS,) uniform in [0, 1): a synapse appears if < p_add
@@ -61,20 +61,18 @@ class BlockDraws:
 
 @lru_cache(maxsize=SHARED_BLOCKS)
 def block_draws(
-    seed: int, block: int, n_e: int, n_i: int, noise_sigma: float, noise_sigma_i: float
+    seed: int, block: int, n_e: int, n_i: int, noise_sigma: float, noise_sigma_i: float,
+    noise_distribution: str,
 ) -> BlockDraws:
     """Draw one block (or return it, read-only, if drawn lately); each purpose has its
-    own stream so switching a rule or a noise source off leaves the other draws unchanged."""
+    own stream so switching a rule or a noise source off leaves the other draws unchanged.
+    `noise_distribution` is SORNConfig's: "normal" or "uniform" (in [0, 1))."""
     base = 4 + 4 * block
     noise = np.zeros((BLOCK_STEPS, n_e + n_i), dtype=np.float32)
     if noise_sigma > 0:
-        noise[:, :n_e] = _generator(seed, base + _NOISE_E).standard_normal(
-            (BLOCK_STEPS, n_e), dtype=np.float32
-        )
+        noise[:, :n_e] = _noise(seed, base + _NOISE_E, (BLOCK_STEPS, n_e), noise_distribution)
     if noise_sigma_i > 0 and n_i > 0:
-        noise[:, n_e:] = _generator(seed, base + _NOISE_I).standard_normal(
-            (BLOCK_STEPS, n_i), dtype=np.float32
-        )
+        noise[:, n_e:] = _noise(seed, base + _NOISE_I, (BLOCK_STEPS, n_i), noise_distribution)
     sigma = np.repeat([float(noise_sigma), float(noise_sigma_i)], [n_e, n_i])
     structural = _generator(seed, base + _STRUCTURAL)
     add_synapse = structural.random(BLOCK_STEPS)
@@ -83,3 +81,13 @@ def block_draws(
     for array in (noise, sigma, add_synapse, candidates, fallback):
         array.flags.writeable = False
     return BlockDraws(block, noise, sigma, add_synapse, candidates, fallback)
+
+
+def _noise(seed: int, stream: int, shape: tuple[int, int], distribution: str) -> np.ndarray:
+    """Unscaled float32 noise of one population: standard normals or uniforms in [0, 1)."""
+    generator = _generator(seed, stream)
+    if distribution == "normal":
+        return generator.standard_normal(shape, dtype=np.float32)
+    if distribution == "uniform":
+        return generator.random(shape, dtype=np.float32)
+    raise ValueError(f"unknown noise distribution {distribution!r}")

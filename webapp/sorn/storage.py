@@ -20,9 +20,9 @@ from webapp.sorn.config import SORNConfig
 from webapp.sorn.network import RATE_WINDOW, SORN, NetworkArrays
 
 FORMAT = "sornmemory.sorn"
-VERSION = 2
-# Config keys added since version 1, with the values that reproduce a version-1 network.
-ADDED_IN_VERSION_2 = {"fast_inhibition": False}
+VERSION = 3
+# Config keys each version added, with the values that reproduce a network of an older file.
+ADDED_CONFIG_KEYS = {2: {"fast_inhibition": False}, 3: {"noise_distribution": "normal"}}
 
 
 class NetworkFileError(ValueError):
@@ -122,11 +122,13 @@ def _build(data: dict) -> SORN:
     if str(_field(data, "format", "U", ())) != FORMAT:
         raise ValueError("not a SORN network file")
     version = int(_field(data, "version", "i8", ()))
-    if version not in (1, VERSION):
-        raise ValueError(f"file format version {version}, this program reads 1 and {VERSION}")
+    if not 1 <= version <= VERSION:
+        raise ValueError(f"file format version {version}, this program reads 1 to {VERSION}")
     config = json.loads(str(_field(data, "config", "U", ())))
-    if version == 1 and isinstance(config, dict):
-        config = ADDED_IN_VERSION_2 | config
+    if isinstance(config, dict):
+        for added_in, keys in ADDED_CONFIG_KEYS.items():
+            if version < added_in:
+                config = keys | config
     cfg = SORNConfig.from_dict(config)
     step = int(_field(data, "step", "i8", ()))
     if step < 0:
