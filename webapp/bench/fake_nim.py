@@ -190,9 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
+        if mode != "ok":  # a failing stream ends its connection; a good one is kept, as NIM does
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
-        self.close_connection = True
         if mode == "garbage":
             self._chunk(b"data: {this is not json\n\n")
             self._chunk(b"data: [DONE]\n\n")

@@ -89,6 +89,7 @@ class Turn:
     marker: str
     sent: float = 0.0
     acked: float | None = None
+    recalled: float | None = None  # the turn's `memory` event: its recall is done
     first_token: float | None = None
     done: float | None = None
     finished: float | None = None  # the turn's `stats`: its episodes are stored
@@ -117,7 +118,7 @@ class VirtualUser:
 
     def _new_client(self) -> InOrderClient:
         client = InOrderClient(reconnection=False)
-        for name in ("token", "done", "error"):
+        for name in ("memory", "token", "done", "error"):
             client.on(name, self._recorder(name))
         client.on("stats", self._on_stats)
         client.on("disconnect", self._on_disconnect)
@@ -218,6 +219,7 @@ class VirtualUser:
                     lambda: not self._connected or self._stats > stats_before,
                     end - time.monotonic())
             events = self._events.get(turn.message_id, {})
+            turn.recalled = events.get("memory")
             turn.first_token, turn.done = events.get("token"), events.get("done")
             if self._stats > stats_before:
                 turn.finished = time.monotonic()
@@ -361,9 +363,14 @@ def summarize(users: list[VirtualUser], wall: float, llm_seconds: dict[str, floa
         "overhead_after_first_turn_ms": percentiles(
             [overhead_of(t) for t in done if id(t) not in firsts]),
         "ack_ms": percentiles([t.acked - t.sent for t in turns if t.acked]),
+        "recalled_ms": percentiles([t.recalled - t.sent for t in turns if t.recalled]),
         "first_token_overhead_ms": percentiles(
             [t.first_token - t.sent - _delay(t, llm_seconds, declared_delay)
              for t in done if t.first_token]),
+        # Where each user's first turn spends its time (all sent within a few ms).
+        "first_turns_ms": {name: percentiles([getattr(t, name) - t.sent for t in done
+                                              if id(t) in firsts and getattr(t, name)])
+                           for name in ("acked", "recalled", "first_token", "done")},
         "turn_with_memory_ms": percentiles(
             [t.finished - t.sent - llm_seconds.get(t.text, declared_delay)
              for t in done if t.finished]),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from webapp.chat.message_writer import MessageWriter
 from webapp.chat.prompt import build_prompt
 from webapp.chat.token_batcher import TokenBatcher
 from webapp.engine import EngineError
@@ -83,6 +84,7 @@ class ChatTurn:
     def __init__(self, store, engine, llm, emit: Emit, *, engine_timeout: float = 30.0,
                  recall_k: int = RECALL_K):
         self.store = store
+        self.writer = MessageWriter(store)
         self.engine = engine
         self.llm = llm
         self.emit = emit
@@ -97,7 +99,6 @@ class ChatTurn:
         self.started_at = time.time()
         self._lock = threading.Lock()
         self._registered = threading.Condition(self._lock)  # a user's _starting went down
-        self._write_lock = threading.Lock()
 
     # --- entry points (each returns the ack, and the work to run after sending it) -----
 
@@ -194,11 +195,10 @@ class ChatTurn:
     # --- bookkeeping ---------------------------------------------------------------------
 
     def _write(self, method: str, *args, **kwargs):
-        """One store write at a time from this process: the threads queue here, first come
-        first served, instead of in SQLite's busy handler, which sleeps up to 100 ms between
-        tries and so let a few acks wait over a second under load (docs/RELIABILITY.md)."""
-        with self._write_lock:
-            return getattr(self.store, method)(*args, **kwargs)
+        """A store write, group-committed with the others of this process that queue up at
+        the same time (not each in SQLite's busy handler, which sleeps up to 100 ms between
+        tries; docs/RELIABILITY.md); returns once it is on disk."""
+        return self.writer.call(method, *args, **kwargs)
 
     def _persist(self, method: str, *args, **kwargs):
         """A store write whose failure (disk full, read-only) becomes a clear ack error."""

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +207,18 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write, all or nothing; inside `batch()` a savepoint of the batch's transaction."""
         conn = self._connection()
+        if getattr(self._local, "batching", False):
+            conn.execute("SAVEPOINT write")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO write")
+                conn.execute("RELEASE write")
+                raise
+            conn.execute("RELEASE write")
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -215,6 +226,28 @@ class Store:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run this thread's writes in one transaction: one commit (and fsync) for all of
+        them. A write that fails inside is undone alone (a savepoint) and the batch goes
+        on; nothing of the batch is durable before the block ends without an error."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.batching = True
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.batching = False
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:  # e.g. the disk filled: leave no transaction open behind
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close every connection this store opened (all threads)."""
