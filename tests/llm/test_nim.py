@@ -240,7 +240,8 @@ def test_a_key_echoed_by_the_server_is_redacted(nim, client, prompt):
 
 
 class _KeepAliveHandler(BaseHTTPRequestHandler):
-    """Streams a two-piece reply and keeps the connection open, as NIM's servers do."""
+    """Streams a two-piece reply and keeps the connection open, as NIM's servers do; the
+    usage chunk and [DONE] come a moment after the piece that ends the reply."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -259,7 +260,11 @@ class _KeepAliveHandler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for data in ('{"choices": [{"delta": {"content": "Hi"}}]}',
-                     '{"choices": [{"delta": {"content": " there"}}]}', "[DONE]"):
+                     '{"choices": [{"delta": {"content": " there"}, "finish_reason": "stop"}]}',
+                     None, '{"choices": [], "usage": {"total_tokens": 2}}', "[DONE]"):
+            if data is None:
+                time.sleep(0.05)  # the client has the whole reply before the stream's tail
+                continue
             event = f"data: {data}\n\n".encode()
             self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")

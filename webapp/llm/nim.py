@@ -44,6 +44,7 @@ MAX_CONNECTIONS = 100  # kept open to the server; as many as chats can stream at
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _POLL_SECONDS = 0.05
 _READ_SIZE = 8192
+_TAIL_BYTES = 65536  # read after the reply's end to keep its connection for the next one
 
 
 class NIMClient:
@@ -336,11 +337,18 @@ def _connection_pool(base_url: str) -> urllib3.PoolManager:
 
 
 def _keep_connection(response: urllib3.BaseHTTPResponse) -> None:
-    """After [DONE] (the caller has its reply): read the body's end, which hands the
-    connection back to the pool for the next reply. If more than the body's end comes,
-    the connection is closed with the response."""
+    """After the reply's last piece (the caller has its reply): read what is left of the
+    body (a usage chunk, `data: [DONE]`, the end of the chunked encoding; at most
+    `_TAIL_BYTES`), which hands the connection back to the pool for the next reply. A
+    longer tail closes the connection with the response."""
+    left = _TAIL_BYTES
     try:
-        if not response.read1(_READ_SIZE) and response.isclosed():
-            response.release_conn()
+        while left > 0:
+            data = response.read1(_READ_SIZE)
+            if not data:
+                if response.isclosed():
+                    response.release_conn()
+                return
+            left -= len(data)
     except (urllib3.exceptions.HTTPError, OSError):
         pass
