@@ -579,7 +579,9 @@ class SORN:
         window = self._counts[: min(self.t, RATE_WINDOW)]
         rate_e = float(window[:, 0].mean() / cfg.n_e) if len(window) else 0.0
         rate_i = float(window[:, 1].mean() / cfg.n_i) if len(window) and cfg.n_i else 0.0
-        weights = self.w_ee[self.ee_synapses]
+        n_e = cfg.n_e  # the existing synapses' weights, without dense copies (runs per turn)
+        pre, post = np.divmod(np.flatnonzero(self._gate_out[:, :n_e].ravel()), n_e)
+        weights = self._w_out[pre, post] * self._scale[post]
         clipped = np.clip(weights, HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1])
         counts, _ = np.histogram(clipped, bins=HISTOGRAM_EDGES)
         return {
