@@ -122,7 +122,7 @@ def test_no_session_token_ever_maps_to_another_user(live_server):
         assert all(me(url, s).json()["user"]["username"] == name for s in sessions[name])
 
 
-def test_an_expired_session_is_refused_by_rest_and_socket(tmp_path):
+def test_an_expired_session_is_refused_and_its_open_sockets_are_closed(tmp_path):
     lifetime = 3
     with FakeNIM() as nim:
         server = start_server(tmp_path, nim, SORNMEMORY_SESSION_SECONDS=str(lifetime))
@@ -132,7 +132,9 @@ def test_an_expired_session_is_refused_by_rest_and_socket(tmp_path):
             kept = copy_of(session)  # a client that ignores the cookie's expiry date
             assert me(server.url, kept).status_code == 200
             UserSocket(server.url, kept).close()
+            left_open = UserSocket(server.url, kept)  # connected while the session lived
             time.sleep(max(0.0, logged_in_at + lifetime + 0.5 - time.monotonic()))
+            wait_until(lambda: not left_open.client.connected, timeout=lifetime)
             assert me(server.url, kept).status_code == 401
             with pytest.raises(socketio.exceptions.ConnectionError):
                 UserSocket(server.url, kept)

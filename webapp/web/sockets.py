@@ -4,8 +4,9 @@ Every emit to a user goes through `UserEmitter` (DESIGN.md §6), addressed by th
 "user:<id>", so with a Redis message_queue the same call reaches the user on any node.
 Each connection joins its user's room: two tabs of one user both see the stream, and no
 other user ever does. It also joins its login session's room, so a logout closes exactly
-the connections opened with that session's cookie (any copy of it); and every event
-checks the session again, as every HTTP request does.
+the connections opened with that session's cookie (any copy of it), as does the session's
+expiry (`ExpiredSessionCloser`); and every event checks the session again, as every HTTP
+request does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 
 import socketio as python_socketio
 from flask import Flask
@@ -98,9 +100,63 @@ def _user(store, token: str | None, lifetime: float) -> dict | None:
     return None if token is None else store.session_user(token, lifetime)
 
 
+def close_session_sockets(socketio: SocketIO, token: str) -> None:
+    """Disconnect every socket opened with that login session's cookie."""
+    server = socketio.server
+    for sid, _ in list(server.manager.get_participants("/", session_room(token))):
+        server.disconnect(sid, namespace="/")
+
+
+class ExpiredSessionCloser:
+    """Closes the sockets of a login session that ends while they stay connected: it
+    expired, or was deleted without a logout here. Their events are refused already; this
+    also stops what is sent to the user's room from reaching them. Every `every` seconds
+    each connected session is looked up once (a logout closes its sockets at once)."""
+
+    def __init__(self, socketio: SocketIO, store, lifetime: float):
+        self.socketio, self.store, self.lifetime = socketio, store, lifetime
+        self.every = min(60.0, max(0.5, lifetime / 4))
+        self._tokens: set[str] = set()  # sessions with sockets open, as far as we know
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, token: str) -> None:
+        with self._lock:
+            self._tokens.add(token)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="session-expiry",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly unavailable
+                log.exception("closing the sockets of ended sessions failed")
+
+    def sweep(self) -> None:
+        with self._lock:
+            watched = list(self._tokens)
+        for token in watched:
+            connected = any(True for _ in self.socketio.server.manager.get_participants(
+                "/", session_room(token)))
+            if connected and self.store.session_user(token, self.lifetime) is not None:
+                continue
+            with self._lock:
+                self._tokens.discard(token)
+            if connected:
+                close_session_sockets(self.socketio, token)
+
+
 def register_events(app: Flask, socketio: SocketIO) -> None:
     # python-socketio runs every event in a new thread: the database work is handed to the
     # app's long-lived store threads (see Services), and the turn to its turn threads.
+    sornmemory = app.extensions["sornmemory"]
+    closer = ExpiredSessionCloser(socketio, sornmemory.store,
+                                  sornmemory.settings["SORNMEMORY_SESSION_SECONDS"])
+
     @socketio.on("connect")
     def on_connect(auth=None):
         sornmemory, token = services(), session_token()
@@ -110,6 +166,7 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
             raise ConnectionRefusedError({"code": "unauthorized", "message": "Please log in."})
         join_room(user_room(user["id"]))
         join_room(session_room(token))
+        closer.watch(token)
         # Load the user's network while they type (the first turn would wait ~0.3-0.5 s for
         # it), and store what a killed server acknowledged but never stored as episodes.
         sornmemory.engine.submit(user["id"], "stats")
@@ -140,9 +197,7 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
     @session_ended.connect_via(app)
     def close_session_connections(sender, token: str) -> None:
         """A logout: the connections opened with that session stop receiving at once."""
-        server = socketio.server
-        for sid, _ in list(server.manager.get_participants("/", session_room(token))):
-            server.disconnect(sid, namespace="/")
+        close_session_sockets(socketio, token)
 
     @socketio.on_error_default
     def on_error(exc):
