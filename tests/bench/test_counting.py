@@ -63,6 +63,8 @@ def test_a_short_counting_run_returns_the_contract_keys_with_accuracies_in_0_1()
     args = parse("--n", "3", "--steps", "600", "--train", "300", "--test", "300")
     result = counting.run(args)
     assert result["n"] == 3
+    assert result["seeds"] == list(range(10))  # the default: a mean over seeds 0-9
+    assert result["sorn_accuracy"] == pytest.approx(np.mean(result["sorn_accuracy_per_seed"]))
     for key in ("sorn_accuracy", "static_accuracy", "sorn_accuracy_all_symbols"):
         assert 0.0 <= result[key] <= 1.0
     assert counting.run(args)["sorn_accuracy"] == result["sorn_accuracy"]  # seeded

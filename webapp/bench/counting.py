@@ -25,6 +25,7 @@ SYMBOLS = "abcdef"
 WORDS = ((0, 1, 2), (3, 4, 5))  # (first, repeated, last) symbol of a bⁿ c and of d eⁿ f
 LAST_LETTERS = np.array([2, 5])
 UNITS_PER_SYMBOL = 10
+DEFAULT_SEEDS = 10  # the contract command reports a mean over seeds 0-9 (~7 s at n = 10)
 
 
 def counting_config(
@@ -230,7 +231,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="I units see x(t), not x(t+1) (Lazar's equations; DESIGN.md)",
     )
     parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds to average over")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                        help="seeds to average over (one seed's accuracy alone spreads from "
+                             "about 0.4 to 1.0 at n = 10)")
     parser.add_argument("--sweep", type=str, default=None, help="n values, e.g. 5,10,15,20,30")
     parser.add_argument("--plot", type=str, default=None, help="PNG path for the sweep plot")
 
