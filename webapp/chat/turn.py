@@ -159,7 +159,7 @@ class ChatTurn:
         ack = {"ok": True, "conversation_id": reply["conversation_id"], "message_id": reply_id,
                "user_message_id": asked[-1]["id"]}
         return ack, partial(self._run, user_id, reply["conversation_id"], asked[-1]["id"],
-                            reply_id, cancel, forget_episode=old_episode)
+                            reply_id, cancel, regenerating=True, forget_episode=old_episode)
 
     def stop(self, user_id: int, payload: Any) -> dict:
         try:
@@ -266,10 +266,11 @@ class ChatTurn:
     # --- the turn ------------------------------------------------------------------------
 
     def _run(self, user_id: int, conversation_id: str, user_message_id: str, reply_id: str,
-             cancel: threading.Event, forget_episode: int | None = None) -> None:
+             cancel: threading.Event, regenerating: bool = False,
+             forget_episode: int | None = None) -> None:
         try:
             self._turn(user_id, conversation_id, user_message_id, reply_id, cancel,
-                       forget_episode)
+                       regenerating, forget_episode)
         except Exception as exc:
             log.exception("chat turn failed")
             with self._lock:
@@ -286,11 +287,13 @@ class ChatTurn:
                 self._finishing.discard(reply_id)
 
     def _turn(self, user_id, conversation_id, user_message_id, reply_id, cancel,
-              forget_episode) -> None:
+              regenerating, forget_episode) -> None:
         messages = self.store.list_messages(user_id, conversation_id, meta=False)
         index = next(i for i, m in enumerate(messages) if m["id"] == user_message_id)
         history = [m for m in messages[: index + 1] if m["status"] != "error"]
-        asked = self.store.get_message(user_id, user_message_id)
+        asked = messages[index]  # read without meta: a new question has none
+        if regenerating:  # an earlier turn may have stored the question as an episode
+            asked = self.store.get_message(user_id, user_message_id)
 
         recalled, query_tokens, recall_error = self._recall(user_id, asked["text"])
         meta = {"recalled": recalled, "query_tokens": query_tokens}
@@ -315,7 +318,7 @@ class ChatTurn:
         if forget_episode is not None:
             self._quietly(self.engine.call, user_id, "delete", timeout=self.engine_timeout,
                           episode_id=forget_episode)
-        if not (asked["meta"] or {}).get("episode_id"):
+        if not (asked.get("meta") or {}).get("episode_id"):
             self._remember(user_id, asked, asked["text"], reply_id)
         if text.strip() and not error and self.llm.remembers_replies:
             reply = {"id": reply_id, "role": "assistant", "conversation_id": conversation_id,
