@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from webapp.engine import EngineError, EnginePool
-from webapp.engine.protocol import command
+from webapp.engine.protocol import command, pack
 from webapp.engine.worker import Engines, Inbox, WorkerSettings, serve
 from webapp.memory import Memory, Store
 
@@ -33,8 +33,7 @@ def worker(tmp_path):
 
     def send(*commands: tuple[int, str, dict]) -> list[int]:
         sent = [command(next(requests), user, op, args) for user, op, args in commands]
-        for cmd in sent:
-            web_end.send(cmd)
+        web_end.send_bytes(pack(sent))  # one frame, as the pool sends what queued
         return [cmd["id"] for cmd in sent]
 
     inbox = Inbox(worker_end)

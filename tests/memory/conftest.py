@@ -22,12 +22,13 @@ def store(tmp_path: Path):
 
 @pytest.fixture
 def open_memory(store: Store, tmp_path: Path):
-    """open_memory(username) -> a Memory for that user (created on first use)."""
+    """open_memory(username, **Memory options) -> a Memory for that user (created on
+    first use)."""
 
-    def opener(username: str = "ada") -> Memory:
+    def opener(username: str = "ada", **options) -> Memory:
         user = store.get_user(username)
         user_id = user["id"] if user else store.create_user(username, "hash")
-        return Memory(store, user_id, tmp_path / "networks")
+        return Memory(store, user_id, tmp_path / "networks", **options)
 
     return opener
 

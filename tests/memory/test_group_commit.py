@@ -11,9 +11,9 @@ import pytest
 
 from tests.memory.conftest import acknowledged_until_killed, assert_same_network, network_state
 from webapp.memory import Memory, MemoryInputError, Store, commit_stores, tokenize
-from webapp.memory.memory import SNAPSHOT_EVERY
 from webapp.memory.store import NewEpisode
 
+SNAPSHOT_STEPS = 150  # network steps between snapshots in these tests (kept short)
 NOTES = {
     "ada": ["Ada keeps bees on the roof", "The bees made dark honey this year"],
     "bob": ["Bob repairs old radios", "A Grundig radio from 1958 came in today"],
@@ -117,8 +117,9 @@ def test_an_external_id_stored_meanwhile_is_caught_inside_the_transaction(open_m
 
 
 def test_a_batch_that_reaches_the_snapshot_snapshots_all_of_it(open_memory, tmp_path):
-    ada, bob = open_memory("ada"), open_memory("bob")
-    for i in range(0, SNAPSHOT_EVERY, 4):
+    ada = open_memory("ada", snapshot_steps=SNAPSHOT_STEPS)
+    bob = open_memory("bob", snapshot_steps=SNAPSHOT_STEPS)
+    for i in range(0, 40, 4):  # 4 steps per store: the 10th batch reaches 150
         commit_stores([(m, m.learn_for_store(f"{m.user_id} note {i + j}"))
                        for j in range(4) for m in (ada, bob)])
     assert len(list((tmp_path / "networks").glob("*.npz"))) == 2
@@ -131,7 +132,8 @@ WRITER = textwrap.dedent("""
     import sys
     from webapp.memory import Memory, Store, commit_stores
     store = Store(sys.argv[1])
-    memories = [Memory(store, store.create_user(name, "h"), sys.argv[2])
+    memories = [Memory(store, store.create_user(name, "h"), sys.argv[2],
+                       snapshot_steps=SNAPSHOT_STEPS)
                 for name in ("ada", "bob", "cy")]
     batch = 0
     while True:
@@ -140,14 +142,14 @@ WRITER = textwrap.dedent("""
         ids = commit_stores(learned)
         print(batch, *ids, flush=True)
         batch += 1
-""")
+""").replace("SNAPSHOT_STEPS", str(SNAPSHOT_STEPS))
 
 
 def test_sigkill_mid_batch_keeps_every_acknowledged_batch_whole(tmp_path):
     database, networks = tmp_path / "m.db", tmp_path / "networks"
-    # (batch, ids...) lines; killed past the first snapshots
-    acknowledged = acknowledged_until_killed(WRITER, database, networks,
-                                             SNAPSHOT_EVERY // 2 + 20)
+    # (batch, ids...) lines; killed past the first snapshots (each memory learns 2 stores
+    # of 6 steps per batch: a snapshot every 13 batches)
+    acknowledged = acknowledged_until_killed(WRITER, database, networks, 40)
 
     store = Store(database)
     users = [store.get_user(name)["id"] for name in ("ada", "bob", "cy")]

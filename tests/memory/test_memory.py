@@ -93,14 +93,14 @@ def test_restart_restores_the_same_network_and_recall(open_memory, snapshot_midw
         assert [h.sorn_score for h in again] == pytest.approx([h.sorn_score for h in hits])
 
 
-def test_snapshots_follow_each_users_own_episode_count(open_memory, tmp_path):
+def test_snapshots_follow_each_users_own_learning(open_memory, tmp_path):
     """Episode ids are shared by all users: interleaved users must not snapshot early."""
-    from webapp.memory.memory import SNAPSHOT_EVERY
-
-    ada, bob = open_memory("ada"), open_memory("bob")
-    for i in range(SNAPSHOT_EVERY - 1):
+    ada = open_memory("ada", snapshot_steps=100)
+    bob = open_memory("bob", snapshot_steps=100)
+    for i in range(24):
         ada.store(f"ada note {i}")
         bob.store(f"bob note {i}")
+    assert ada.network.net.t == 96  # 3 tokens and a settle step per note
     assert not list((tmp_path / "networks").glob("*.npz"))
     ada.store("ada's last note before the snapshot")
     assert [p.name.split("-")[0] for p in (tmp_path / "networks").glob("*.npz")] == [
@@ -116,6 +116,16 @@ def test_storing_again_with_the_same_external_id_keeps_one_episode(open_memory):
     assert again == first
     assert memory.network.net.t == steps  # not learned twice either
     assert memory.stats()["episodes"] == 1
+
+
+def test_an_import_into_the_same_memory_keeps_each_external_id_on_one_episode(open_memory):
+    memory = open_memory()
+    memory.store("Lena moved to Hamburg", external_id="message:42")
+    assert memory.import_(memory.export()) == 1  # an import keeps what the export holds...
+    episodes = memory.export()["episodes"]
+    assert [e["text"] for e in episodes] == ["Lena moved to Hamburg"] * 2
+    assert [e["external_id"] for e in episodes] == ["message:42", None]  # ...the id, once
+    assert memory.store("Lena moved to Hamburg", external_id="message:42") == episodes[0]["id"]
 
 
 def test_a_damaged_snapshot_falls_back_to_replay(open_memory, tmp_path):

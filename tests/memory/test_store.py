@@ -75,7 +75,7 @@ def test_postings_survive_many_blocks_and_deletes(store):
 def test_database_uses_wal_and_a_versioned_schema(tmp_path):
     Store(tmp_path / "m.db").close()
     reopened = Store(tmp_path / "m.db")
-    assert reopened.schema_version() == 2
+    assert reopened.schema_version() == 3
     conn = sqlite3.connect(tmp_path / "m.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.execute("UPDATE schema_version SET version = 99")
@@ -125,11 +125,40 @@ def test_a_version_1_database_is_migrated_and_keeps_its_users(tmp_path):
     conn.commit()
     conn.close()
     migrated = Store(tmp_path / "m.db")
-    assert migrated.schema_version() == 2
+    assert migrated.schema_version() == 3
     ada = migrated.get_user("ada")["id"]
     migrated.create_session(ada, "token", lifetime=60)
     assert migrated.session_user("token", lifetime=60)["username"] == "ada"
     migrated.close()
+
+
+def test_a_version_2_database_with_twin_external_ids_keeps_both_episodes_and_one_id(tmp_path):
+    store = Store(tmp_path / "m.db")
+    ada = store.create_user("ada", "h")
+    (first,) = store.add_episodes(ada, [NewEpisode(text="Ada keeps bees", tokens=["ada"],
+                                                   external_id="message:1")])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "m.db")  # as schema 2 allowed: a retried store's twin
+    conn.execute("DROP INDEX episodes_by_external_id")
+    conn.execute("CREATE INDEX episodes_by_external_id ON episodes(user_id, external_id)")
+    conn.execute("INSERT INTO episodes (user_id, role, text, tokens, timestamp, importance, "
+                 "external_id, seq) SELECT user_id, role, text, tokens, timestamp, importance, "
+                 "external_id, seq + 1 FROM episodes")
+    conn.execute("UPDATE schema_version SET version = 2")
+    conn.commit()
+    conn.close()
+    migrated = Store(tmp_path / "m.db")
+    assert migrated.schema_version() == 3
+    assert [e["external_id"] for e in migrated.iter_episodes(ada)] == ["message:1", None]
+    again = NewEpisode(text="Ada keeps bees", tokens=["ada"], external_id="message:1")
+    assert migrated.add_episodes_many([(ada, again)]) == [first] and again.duplicate_of == first
+    migrated.close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    with pytest.raises(sqlite3.IntegrityError):  # the index itself refuses a twin now
+        conn.execute("INSERT INTO episodes (user_id, role, text, tokens, timestamp, importance, "
+                     "external_id, seq) VALUES (?, 'user', 'x', 'x', 0, 0.5, 'message:1', 9)",
+                     (ada,))
+    conn.close()
 
 
 def test_messages_added_together_are_stored_in_order_all_or_none(store):

@@ -1,11 +1,12 @@
 """The web process's handle on the engine workers: routing, futures, crash recovery.
 
 Each worker slot has a duplex pipe, a local outbox drained by a sender thread (so
-submitting never blocks the caller, whatever the worker is doing) and a receiver thread
-that resolves futures and forwards events. A worker that dies (even by SIGKILL) shows up
-as EOF on its pipe: its pending requests fail with `engine_restarted`, the commands still
-queued for it are dropped (never replayed twice), and a fresh process takes the slot;
-its users' memories reload from disk on their next command.
+submitting never blocks the caller, whatever the worker is doing; what queued meanwhile
+goes in one frame) and a receiver thread that resolves futures and forwards events. A
+worker that dies (even by SIGKILL) shows up as EOF on its pipe: its pending requests fail
+with `engine_restarted`, the commands still queued for it are dropped (never replayed
+twice), and a fresh process takes the slot; its users' memories reload from disk on their
+next command.
 
 A worker that hangs instead of dying (a deadlock, a stopped process) is found by a
 watchdog: when it has owed an answer and said nothing for longer than `hang_seconds`, it
@@ -178,46 +179,61 @@ class EnginePool:
 
     @staticmethod
     def _send_loop(conn, outbox: queue.Queue) -> None:
+        """Send everything the outbox holds in one frame (protocol.pack) until stopped; a
+        None (the worker is to stop) is forwarded as the frame's last message."""
         while True:
-            cmd = outbox.get()
-            if cmd is _STOP_SENDER:
-                return
+            frame = [outbox.get()]
+            while frame[-1] is not None and frame[-1] is not _STOP_SENDER \
+                    and not outbox.empty():  # this thread is the only reader
+                frame.append(outbox.get_nowait())
+            last = frame[-1]
+            messages = frame[:-1] if last is _STOP_SENDER else frame
             try:
-                conn.send(cmd)
+                if messages:
+                    conn.send_bytes(protocol.pack(messages))
             except OSError:  # the worker died; the receiver handles it
                 return
-            if cmd is None:
+            if last is None or last is _STOP_SENDER:
                 return
 
     def _receive_loop(self, conn, slot: _Slot, process) -> None:
         while True:
             try:
-                msg = conn.recv()
+                messages = protocol.unpack(conn.recv_bytes())
             except (EOFError, OSError):
                 break
             slot.heard_at = time.monotonic()
-            if msg["type"] == "result":
-                self._resolve(slot, msg)
-            elif self.on_event is not None:
-                try:
-                    self.on_event(msg)
-                except Exception:
-                    log.exception("engine event handler failed")
+            results = [msg for msg in messages if msg["type"] == "result"]
+            if results:
+                self._resolve(slot, results)
+            if self.on_event is not None and len(results) < len(messages):
+                for msg in messages:
+                    if msg["type"] != "result":
+                        self._forward(msg)
         conn.close()
         self._restart(slot, process)
 
-    def _resolve(self, slot: _Slot, msg: dict) -> None:
+    def _forward(self, event: dict) -> None:
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("engine event handler failed")
+
+    def _resolve(self, slot: _Slot, results: list[dict]) -> None:
         with self._lock:
-            slot.owed.pop(msg["id"], None)
             slot.answered = True
-            entry = self._pending.pop(msg["id"], None)
-        if entry is None:  # its caller timed out already
-            return
-        future = entry[1]
-        if msg["ok"]:
-            future.set_result(msg["result"])
-        else:
-            future.set_exception(EngineError(msg["error"]["code"], msg["error"]["message"]))
+            entries = []
+            for msg in results:
+                slot.owed.pop(msg["id"], None)
+                entries.append(self._pending.pop(msg["id"], None))
+        for msg, entry in zip(results, entries, strict=True):
+            if entry is None:  # its caller timed out already
+                continue
+            future = entry[1]
+            if msg["ok"]:
+                future.set_result(msg["result"])
+            else:
+                future.set_exception(EngineError(msg["error"]["code"], msg["error"]["message"]))
 
     def _restart(self, slot: _Slot, process) -> None:
         process.join(1.0)

@@ -7,10 +7,16 @@ so the transport can later become Redis or Celery without touching either side.
     result   {"type": "result", "id": int, "ok": True, "result": ...}
              {"type": "result", "id": int, "ok": False, "error": {"code", "message"}}
     event    {"type": "spikes", "user_id": int, "frame": bytes}   (see frames.py)
+
+On the pipe, messages travel in frames: one frame is a pickled list of messages, so the
+commands queued for a worker go in one write and the answers of a group commit come back
+in one (a frame costs a system call, a pickle and a thread wake-up on each side, whatever
+it holds). `None` in a frame to a worker asks it to save and exit.
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 # Operations a worker understands; args are keyword arguments of the matching Memory call.
@@ -27,6 +33,16 @@ class EngineError(Exception):
 
     def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message}
+
+
+def pack(messages: list) -> bytes:
+    """One frame holding `messages` (plain pickle: cheaper than multiprocessing's own)."""
+    return pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(frame: bytes) -> list:
+    """The messages of a frame made by `pack`."""
+    return pickle.loads(frame)
 
 
 def command(request_id: int, user_id: int, op: str, args: dict) -> dict:

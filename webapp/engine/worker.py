@@ -2,13 +2,14 @@
 
 The worker serves commands one at a time from its pipe (see protocol.py), except stores:
 those queued together are learned one by one and written in one transaction (group
-commit, `StoreBatch`), then answered. When no command has come for a while it does its
-housekeeping: consolidate (and so snapshot) the memories that learned something new, in
-bounded chunks so a new command waits at most one chunk, and evict the ones nobody used
-for `idle_seconds` (saved first; they reload on demand), then hand the freed heap back to
-the OS. At most `max_resident` memories stay loaded: the least recently used one is saved
-and evicted to make room, so a worker's RAM is bounded whatever the number of active
-users. Spikes recorded while storing or recalling go back as `spikes` events right away.
+commit, `StoreBatch`), then answered in one frame. When no command has come for a while
+it does its housekeeping: consolidate (and so snapshot) the memories that learned
+something new, in bounded chunks so a new command waits at most one chunk, and evict the
+ones nobody used for `idle_seconds` (saved first; they reload on demand), then hand the
+freed heap back to the OS. At most `max_resident` memories stay loaded: the least
+recently used one is saved and evicted to make room, so a worker's RAM is bounded
+whatever the number of active users. Spikes recorded while storing or recalling go back
+as `spikes` events right away.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import select
 import signal
 import tempfile
 import time
@@ -268,6 +270,10 @@ class Inbox:
 
     def __init__(self, conn: Connection):
         self.conn = conn
+        # Polled once per store of a batch: a poll object is made once, where conn.poll
+        # builds a selector on each call (measured ~2.5 % of a worker's CPU under load).
+        self._readable = select.poll()
+        self._readable.register(conn.fileno(), select.POLLIN)
         self.pending: deque = deque()  # (arrival time, command)
         self.recalls = 0  # recalls among them: without any, the queue is served in order
         self.closed = False  # the web process said stop, or is gone
@@ -278,13 +284,14 @@ class Inbox:
     def receive(self, wait: float) -> None:
         """Take in everything that has arrived, waiting up to `wait` s for the first."""
         try:
-            while self.conn.poll(wait):
-                cmd = self.conn.recv()
-                if cmd is None:
-                    self.closed = True
-                    return
-                self.pending.append((time.monotonic(), cmd))
-                self.recalls += cmd["op"] == "recall"
+            while self._readable.poll(wait * 1000):  # milliseconds
+                arrived = time.monotonic()
+                for cmd in protocol.unpack(self.conn.recv_bytes()):
+                    if cmd is None:
+                        self.closed = True
+                        return
+                    self.pending.append((arrived, cmd))
+                    self.recalls += cmd["op"] == "recall"
                 wait = 0
         except (EOFError, OSError):
             self.closed = True
@@ -346,7 +353,7 @@ def run_worker(conn: Connection, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="engine %(process)d: %(message)s")
     warm_up()
-    engines = Engines(settings, conn.send)
+    engines = Engines(settings, lambda event: conn.send_bytes(protocol.pack([event])))
     inbox = Inbox(conn)
     last_command = time.monotonic()
     busy = False
@@ -357,8 +364,7 @@ def run_worker(conn: Connection, settings: WorkerSettings) -> None:
             break
         if inbox:
             try:
-                for reply in serve(engines, inbox):
-                    conn.send(reply)
+                conn.send_bytes(protocol.pack(serve(engines, inbox)))  # one frame
             except (BrokenPipeError, OSError):  # the web process is gone
                 break
             last_command = time.monotonic()

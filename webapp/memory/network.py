@@ -51,7 +51,7 @@ class EpisodeNetwork:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.net, self.last_episode_id = self._load_newest(config or SORNConfig())
         self.config = self.net.config  # a snapshot keeps the config it was made with
-        self.encoder = TokenEncoder(self.config.n_e, UNITS_PER_TOKEN, ENCODER_SEED)
+        self.encoder = _encoder(self.config.n_e)
         self._spare_draws: BlockDraws | None = None  # see _run_frozen
 
     # -- snapshots ------------------------------------------------------------------
@@ -172,6 +172,13 @@ def _new_network(config: SORNConfig) -> SORN:
 
 
 @lru_cache(maxsize=4)
+def _encoder(n_e: int) -> TokenEncoder:
+    """One token encoder per network size, shared by every user of the process (all use
+    the same seed), so each token is hashed once, not once per user."""
+    return TokenEncoder(n_e, UNITS_PER_TOKEN, ENCODER_SEED)
+
+
+@lru_cache(maxsize=4)
 def initial_weights(config: SORNConfig) -> np.ndarray:
     """E->E weights [post, pre] of a new network: every user's network starts from these."""
     weights = _new_network(config).w_ee
@@ -181,4 +188,6 @@ def initial_weights(config: SORNConfig) -> np.ndarray:
 
 def trace_of(e_spikes: np.ndarray) -> np.ndarray:
     """Spike counts per E unit over an episode, uint8 (saturating)."""
+    if len(e_spikes) <= 255:  # no count can pass 255: sum in bytes (a store: 1 us, not 3)
+        return np.add.reduce(e_spikes, axis=0, dtype=np.uint8)
     return np.minimum(e_spikes.sum(axis=0), 255).astype(np.uint8)
