@@ -121,6 +121,29 @@ def test_regenerate_replaces_the_reply_and_its_memory(world, user):
     assert pool.call(user, "stats")["episodes"] == 2
 
 
+def test_a_regenerate_sent_as_the_reply_ends_waits_for_its_turn_instead_of_busy(world, user):
+    store, pool, nim, _, events = world
+    answers: list[dict] = []
+
+    def emit(user_id, event, payload):
+        events(user_id, event, payload)
+        if event == "done":  # the reply is written; its episodes are still to be stored
+            threading.Thread(target=lambda: answers.append(turns.regenerate(
+                user_id, {"message_id": payload["message_id"]}))).start()
+
+    turns = ChatTurn(store, pool, NIMClient(base_url=nim.base_url, api_key="nvapi-test"), emit)
+    nim.reply = "First answer."
+    ack = run_turn(turns, user, {"conversation_id": None, "text": "Name a bird."})
+    deadline = time.monotonic() + 15
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (again, work), = answers
+    assert again["ok"], again
+    nim.reply = "Second answer."
+    work()
+    assert store.get_message(user, ack["message_id"])["text"] == "Second answer."
+
+
 def test_stop_ends_the_stream_and_keeps_the_partial_text(world, user):
     store, _, nim, turns, events = world
     nim.mode, nim.drip_interval = "drip", 0.1

@@ -37,6 +37,7 @@ MAX_ID_CHARS = 64
 MAX_ACTIVE_PER_USER = 3
 RECALL_K = 8
 PERSIST_EVERY_SECONDS = 1.0  # how often a streaming reply is written to the store
+FINISHING_WAIT_SECONDS = 10.0  # a regenerate waits this long for the turn before to end
 INTERRUPTED = {"code": "interrupted",
                "message": "The server stopped while writing this reply; regenerate it."}
 STORAGE_UNAVAILABLE = {"code": "storage_unavailable",
@@ -99,6 +100,7 @@ class ChatTurn:
         self.started_at = time.time()
         self._lock = threading.Lock()
         self._registered = threading.Condition(self._lock)  # a user's _starting went down
+        self._finished = threading.Condition(self._lock)  # a reply left _finishing
 
     # --- entry points (each returns the ack, and the work to run after sending it) -----
 
@@ -135,7 +137,7 @@ class ChatTurn:
             reply = self.store.get_message(user_id, reply_id)
             if reply is None or reply["role"] != "assistant":
                 raise TurnInputError("not_found", "No such reply.")
-            if self._is_active(reply_id):
+            if not self._idle_within(reply_id, FINISHING_WAIT_SECONDS):
                 raise TurnInputError("busy", "That reply is still being written.")
             self._check_capacity(user_id)
             messages = self.store.list_messages(user_id, reply["conversation_id"])
@@ -253,9 +255,13 @@ class ChatTurn:
             message.update(status="error", meta=meta)
         return messages
 
-    def _is_active(self, reply_id: str) -> bool:
+    def _idle_within(self, reply_id: str, timeout: float) -> bool:
+        """Whether no turn works on the reply. One whose text is written but whose episodes
+        are still being stored (a regenerate clicked right after a stop) is waited for, up
+        to `timeout` seconds; one still streaming is not."""
         with self._lock:
-            return reply_id in self._active or reply_id in self._finishing
+            return reply_id not in self._active and self._finished.wait_for(
+                lambda: reply_id not in self._finishing, timeout)
 
     def _finish(self, reply_id: str) -> None:
         """The reply is written: it no longer counts against the user's replies in flight."""
@@ -285,6 +291,7 @@ class ChatTurn:
             with self._lock:
                 self._active.pop(reply_id, None)
                 self._finishing.discard(reply_id)
+                self._finished.notify_all()
 
     def _turn(self, user_id, conversation_id, user_message_id, reply_id, cancel,
               regenerating, forget_episode) -> None:
