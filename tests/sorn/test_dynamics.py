@@ -116,6 +116,16 @@ def test_stats_are_plain_json_values():
     assert sum(histogram["counts"]) == stats["synapses"]
     assert 0 < stats["connection_fraction"] < 1
     assert stats["step"] == 300
+    weights = net.w_ee[net.ee_synapses]  # the statistics are those of the weight matrix
+    assert stats["synapses"] == weights.size
+    assert stats["mean_weight"] == pytest.approx(weights.mean(), rel=1e-12)
+
+
+def test_the_weights_out_of_some_units_are_those_columns_of_w_ee():
+    net = SORN(SORNConfig(), seed=0)
+    net.run([[1, 2, 3], [40, 41]] * 100, record=False)
+    pre = np.array([1, 2, 40, 299])
+    assert np.array_equal(net.w_ee_from(pre), net.w_ee[:, pre])
 
 
 @pytest.mark.parametrize("fast", [False, True])

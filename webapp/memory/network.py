@@ -112,7 +112,7 @@ class EpisodeNetwork:
         for units in self._assemblies(tokens):
             active[units] += 1.0
         firing = np.flatnonzero(active)  # only their columns of the weights matter
-        change = self.net.w_ee[:, firing] - initial_weights(self.net.config)[:, firing]
+        change = self.net.w_ee_from(firing) - initial_weights(self.net.config)[:, firing]
         drive = change @ active[firing]
         drive[firing] = 0.0
         return drive

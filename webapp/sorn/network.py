@@ -535,6 +535,12 @@ class SORN:
         n_e = self.config.n_e
         return (self._w_out[:, :n_e] * self._scale[:n_e]).T.copy()
 
+    def w_ee_from(self, pre: np.ndarray) -> np.ndarray:
+        """`w_ee[:, pre]` (the weights out of the E units `pre`, [post, len(pre)]) without
+        building the whole matrix: a recall reads a few columns per query."""
+        n_e = self.config.n_e
+        return (self._w_out[pre, :n_e] * self._scale[:n_e]).T
+
     @property
     def w_ei(self) -> np.ndarray:
         """Effective I->E weights, [post E, pre I] (a copy)."""
