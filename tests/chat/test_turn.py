@@ -121,27 +121,59 @@ def test_regenerate_replaces_the_reply_and_its_memory(world, user):
     assert pool.call(user, "stats")["episodes"] == 2
 
 
-def test_a_regenerate_sent_as_the_reply_ends_waits_for_its_turn_instead_of_busy(world, user):
+def _regenerating_on_done(world, regenerates: int):
+    """A ChatTurn whose emit sends `regenerates` regenerates of a reply the moment its
+    `done` goes out (the reply is written, its episodes not yet stored: a click right
+    after Stop); returns it and the list their (ack, work) answers are appended to."""
     store, pool, nim, _, events = world
-    answers: list[dict] = []
+    answers: list = []
 
     def emit(user_id, event, payload):
         events(user_id, event, payload)
-        if event == "done":  # the reply is written; its episodes are still to be stored
-            threading.Thread(target=lambda: answers.append(turns.regenerate(
-                user_id, {"message_id": payload["message_id"]}))).start()
+        if event == "done" and not answers:
+            for _ in range(regenerates):
+                threading.Thread(target=lambda: answers.append(turns.regenerate(
+                    user_id, {"message_id": payload["message_id"]}))).start()
 
     turns = ChatTurn(store, pool, NIMClient(base_url=nim.base_url, api_key="nvapi-test"), emit)
-    nim.reply = "First answer."
-    ack = run_turn(turns, user, {"conversation_id": None, "text": "Name a bird."})
+    return turns, answers
+
+
+def _wait_for(answers: list, count: int) -> None:
     deadline = time.monotonic() + 15
-    while not answers and time.monotonic() < deadline:
+    while len(answers) < count and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert len(answers) == count
+
+
+def test_a_regenerate_sent_as_the_reply_ends_waits_for_its_turn_and_replaces_its_memory(
+        world, user):
+    store, pool, nim, _, _ = world
+    turns, answers = _regenerating_on_done(world, 1)
+    nim.reply = "Flamingo pelican heron."
+    ack = run_turn(turns, user, {"conversation_id": None, "text": "Name a bird."})
+    _wait_for(answers, 1)
     (again, work), = answers
-    assert again["ok"], again
-    nim.reply = "Second answer."
+    assert again["ok"], again  # not "busy": it waited for the turn before to end
+    nim.reply = "Kestrel osprey falcon."
     work()
-    assert store.get_message(user, ack["message_id"])["text"] == "Second answer."
+    assert store.get_message(user, ack["message_id"])["text"] == "Kestrel osprey falcon."
+    texts = [hit["text"] for hit in pool.call(user, "recall", query="bird flamingo kestrel")[
+        "recalled"]]
+    assert "Kestrel osprey falcon." in texts and "Flamingo pelican heron." not in texts
+    assert pool.call(user, "stats")["episodes"] == 2  # the question and the new reply
+
+
+def test_two_regenerates_of_one_reply_start_one_turn(world, user):
+    _, _, nim, _, _ = world
+    turns, answers = _regenerating_on_done(world, 2)
+    run_turn(turns, user, {"conversation_id": None, "text": "Name a fish."})
+    _wait_for(answers, 2)
+    codes = sorted("ok" if ack["ok"] else ack["error"]["code"] for ack, _ in answers)
+    assert codes == ["busy", "ok"]
+    for _, work in answers:
+        if work is not None:
+            work()
 
 
 def test_stop_ends_the_stream_and_keeps_the_partial_text(world, user):

@@ -94,6 +94,7 @@ class ChatTurn:
         self.recall_k = recall_k
         self._active: dict[str, tuple[int, threading.Event]] = {}  # reply id -> (user, cancel)
         self._finishing: set[str] = set()  # replies written, their episodes still being stored
+        self._claimed: set[str] = set()  # replies a regenerate has taken, its turn not yet started
         self._remembering: set[str] = set()  # messages being stored as episodes right now
         self._recovered: set[int] = set()  # users whose unsaved messages were looked for
         self._starting: Counter[int] = Counter()  # user -> replies written, not yet registered
@@ -137,30 +138,40 @@ class ChatTurn:
             reply = self.store.get_message(user_id, reply_id)
             if reply is None or reply["role"] != "assistant":
                 raise TurnInputError("not_found", "No such reply.")
-            if not self._idle_within(reply_id, FINISHING_WAIT_SECONDS):
-                raise TurnInputError("busy", "That reply is still being written.")
-            self._check_capacity(user_id)
-            messages = self.store.list_messages(user_id, reply["conversation_id"])
-            index = next(i for i, m in enumerate(messages) if m["id"] == reply_id)
-            asked = [m for m in messages[:index] if m["role"] == "user"]
-            if not asked:
-                raise TurnInputError("not_found", "That reply answers no message.")
         except TurnInputError as exc:
             return ack_error(exc.code, str(exc)), None
-        old_episode = (reply["meta"] or {}).get("episode_id")
-
-        def reset() -> tuple[str, str, str]:
-            self._persist("update_message", user_id, reply_id, text="",
-                          status="streaming", meta={})
-            return reply["conversation_id"], asked[-1]["id"], reply_id
-
+        if not self._claim(reply_id, FINISHING_WAIT_SECONDS):
+            return ack_error("busy", "That reply is still being written."), None
         try:
+            return self._regenerate_claimed(user_id, reply_id, reply["conversation_id"])
+        finally:  # the turn, if one started, holds the reply in _active by now
+            with self._lock:
+                self._claimed.discard(reply_id)
+
+    def _regenerate_claimed(self, user_id: int, reply_id: str, conversation_id: str
+                            ) -> tuple[dict, Work | None]:
+        """regenerate, once no other turn works on the reply: the conversation is read now,
+        as the turn before may have stored the reply as an episode meanwhile."""
+        try:
+            self._check_capacity(user_id)
+            messages = self.store.list_messages(user_id, conversation_id)
+            index = next((i for i, m in enumerate(messages) if m["id"] == reply_id), None)
+            asked = [] if index is None else [m for m in messages[:index] if m["role"] == "user"]
+            if not asked:
+                raise TurnInputError("not_found", "That reply answers no message.")
+            old_episode = (messages[index]["meta"] or {}).get("episode_id")
+
+            def reset() -> tuple[str, str, str]:
+                self._persist("update_message", user_id, reply_id, text="",
+                              status="streaming", meta={})
+                return conversation_id, asked[-1]["id"], reply_id
+
             _, cancel = self._start_reply(user_id, reset)
         except TurnInputError as exc:
             return ack_error(exc.code, str(exc)), None
-        ack = {"ok": True, "conversation_id": reply["conversation_id"], "message_id": reply_id,
+        ack = {"ok": True, "conversation_id": conversation_id, "message_id": reply_id,
                "user_message_id": asked[-1]["id"]}
-        return ack, partial(self._run, user_id, reply["conversation_id"], asked[-1]["id"],
+        return ack, partial(self._run, user_id, conversation_id, asked[-1]["id"],
                             reply_id, cancel, regenerating=True, forget_episode=old_episode)
 
     def stop(self, user_id: int, payload: Any) -> dict:
@@ -255,13 +266,21 @@ class ChatTurn:
             message.update(status="error", meta=meta)
         return messages
 
-    def _idle_within(self, reply_id: str, timeout: float) -> bool:
-        """Whether no turn works on the reply. One whose text is written but whose episodes
-        are still being stored (a regenerate clicked right after a stop) is waited for, up
-        to `timeout` seconds; one still streaming is not."""
+    def _claim(self, reply_id: str, timeout: float) -> bool:
+        """Take the reply for one regenerate; False while a turn streams into it or another
+        regenerate holds it. A reply whose text is written but whose episodes are still
+        being stored (a regenerate clicked right after a stop) is waited for, up to
+        `timeout` seconds."""
+        deadline = time.monotonic() + timeout
         with self._lock:
-            return reply_id not in self._active and self._finished.wait_for(
-                lambda: reply_id not in self._finishing, timeout)
+            while reply_id in self._finishing:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._finished.wait(left):
+                    return False
+            if reply_id in self._active or reply_id in self._claimed:
+                return False
+            self._claimed.add(reply_id)
+            return True
 
     def _finish(self, reply_id: str) -> None:
         """The reply is written: it no longer counts against the user's replies in flight."""
