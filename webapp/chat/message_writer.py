@@ -50,6 +50,8 @@ class MessageWriter:
             self._commit(writes)
 
     def _commit(self, writes: list[tuple[Future, str, tuple, dict]]) -> None:
+        """Run and commit one batch; every caller hears back, whatever is raised (the
+        thread must live on: callers wait for it without a time limit)."""
         outcomes: list[tuple[Future, Any, BaseException | None]] = []
         try:
             with self.store.batch():
@@ -57,9 +59,9 @@ class MessageWriter:
                     try:
                         outcomes.append((done, getattr(self.store, method)(*args, **kwargs),
                                          None))
-                    except Exception as exc:  # noqa: BLE001 - the caller gets it
+                    except BaseException as exc:  # noqa: BLE001 - the caller gets it
                         outcomes.append((done, None, exc))
-        except Exception as exc:  # noqa: BLE001 - the batch's commit failed: nothing holds
+        except BaseException as exc:  # noqa: BLE001 - the batch did not commit: none holds
             for done, *_ in writes:
                 done.set_exception(exc)
             return

@@ -202,6 +202,11 @@ def _episode_row(row: sqlite3.Row) -> dict:
     return episode
 
 
+class BatchAborted(sqlite3.OperationalError):
+    """A write inside `Store.batch()` failed so that SQLite rolled back the whole batch
+    (disk full, I/O error): none of the batch's writes holds."""
+
+
 class Store:
     """One SQLite database (WAL) shared by all users; a connection per thread."""
 
@@ -233,12 +238,15 @@ class Store:
         """One write, all or nothing; inside `batch()` a savepoint of the batch's transaction."""
         conn = self._connection()
         if getattr(self._local, "batching", False):
+            if not conn.in_transaction:  # an error (disk full, I/O) rolled the batch back
+                raise BatchAborted("an earlier write of this batch failed and undid it")
             conn.execute("SAVEPOINT write")
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK TO write")
-                conn.execute("RELEASE write")
+                if conn.in_transaction:  # else SQLite has rolled the whole batch back
+                    conn.execute("ROLLBACK TO write")
+                    conn.execute("RELEASE write")
                 raise
             conn.execute("RELEASE write")
             return
@@ -254,17 +262,22 @@ class Store:
     def batch(self) -> Iterator[None]:
         """Run this thread's writes in one transaction: one commit (and fsync) for all of
         them. A write that fails inside is undone alone (a savepoint) and the batch goes
-        on; nothing of the batch is durable before the block ends without an error."""
+        on, unless SQLite rolled the whole transaction back (disk full, I/O error): then
+        every later write and the block's end raise BatchAborted. Nothing of the batch is
+        durable before the block ends without an error."""
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         self._local.batching = True
         try:
             yield
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         finally:
             self._local.batching = False
+        if not conn.in_transaction:
+            raise BatchAborted("a write of this batch failed and SQLite rolled it all back")
         try:
             conn.execute("COMMIT")
         except sqlite3.Error:  # e.g. the disk filled: leave no transaction open behind

@@ -131,23 +131,26 @@ class ExpiredSessionCloser:
     def _run(self) -> None:
         while True:
             time.sleep(self.every)
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - e.g. the database is briefly unavailable
-                log.exception("closing the sockets of ended sessions failed")
+            self.sweep()
 
     def sweep(self) -> None:
         with self._lock:
             watched = list(self._tokens)
         for token in watched:
-            connected = any(True for _ in self.socketio.server.manager.get_participants(
-                "/", session_room(token)))
-            if connected and self.store.session_user(token, self.lifetime) is not None:
-                continue
-            with self._lock:
-                self._tokens.discard(token)
-            if connected:
-                close_session_sockets(self.socketio, token)
+            try:
+                if self._connected(token):
+                    if self.store.session_user(token, self.lifetime) is not None:
+                        continue
+                    close_session_sockets(self.socketio, token)
+                with self._lock:  # forgotten only with no socket left (a reconnect may race)
+                    if not self._connected(token):
+                        self._tokens.discard(token)
+            except Exception:  # noqa: BLE001 - the next sweep tries this session again
+                log.exception("checking a connected session failed")
+
+    def _connected(self, token: str) -> bool:
+        return any(True for _ in self.socketio.server.manager.get_participants(
+            "/", session_room(token)))
 
 
 def register_events(app: Flask, socketio: SocketIO) -> None:
