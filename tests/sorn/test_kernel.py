@@ -146,3 +146,43 @@ def test_fast_inhibition_matches(noise):
     inputs = token_inputs(100, 2_000)
     assert np.array_equal(reference.run(inputs), compiled.run(inputs))
     assert_same_state(reference, compiled)
+
+
+
+def test_synapse_rows_that_fill_up_grow_and_still_match():
+    """The compiled backend keeps E->E synapses in rows with room for a few more; a
+    synapse added every step (and none pruned, without STDP) fills them, so they are
+    rebuilt larger mid-run, bits intact."""
+    reference, compiled = twins(SORNConfig(n_e=60, n_i=15, p_add=1.0, stdp=False), seed=14)
+    inputs = token_inputs(60, 2_000)
+    assert np.array_equal(reference.run(inputs[:1]), compiled.run(inputs[:1]))
+    room = compiled._ee_rows.post.shape[1]
+    assert np.array_equal(reference.run(inputs[1:]), compiled.run(inputs[1:]))
+    assert compiled._ee_rows.post.shape[1] > room
+    assert_same_state(reference, compiled)
+
+
+def test_reading_weights_between_compiled_runs_changes_nothing():
+    """The compiled backend holds E->E synapses as slot rows instead of dense arrays, and
+    builds dense copies when they are read; the runs that follow (numba, then numpy, which
+    takes the dense arrays back, then numba again) continue exactly."""
+    reference, compiled = twins(SORNConfig(n_e=120, n_i=30), seed=15)
+    inputs = token_inputs(120, 3_000)
+    expected = reference.run(inputs)
+    pieces = [compiled.run(inputs[:500])]
+    assert compiled.stats()["synapses"] == int(compiled.ee_synapses.sum())
+    pieces.append(compiled.run(inputs[500:1_200]))
+    compiled.backend = "numpy"
+    pieces.append(compiled.run(inputs[1_200:1_600]))
+    compiled.backend = "numba"
+    frozen = compiled.frozen_copy()
+    weights = compiled.w_ee
+    frozen.run(inputs[:300], record=False)
+    assert np.array_equal(compiled.w_ee, weights)
+    pieces.append(compiled.run(inputs[1_600:]))
+    assert np.array_equal(np.concatenate(pieces), expected)
+    assert_same_state(reference, compiled)
+    pre = np.array([5, 0, 77, 5])
+    assert np.array_equal(compiled.w_ee_from(pre), reference.w_ee_from(pre))
+    assert compiled.stats() == reference.stats()
+    assert compiled.nbytes() < 0.6 * reference.nbytes()  # no dense E->E arrays held

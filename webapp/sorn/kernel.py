@@ -6,7 +6,20 @@ floating-point operation of `SORN._advance` in the same order: the drive is summ
 after row over the E units that fired, `bincount`s are scatter-adds in index order, and
 elementwise operations are exact anyway. numba does not fuse a*b+c into one rounding
 (no fastmath), so same seed and inputs give the same spikes, weights and thresholds.
-The exact renormalization every RENORMALIZE_EVERY steps stays in numpy for both backends.
+
+E->E synapses are held as slot rows (`SlotRows`: per pre unit the posts it reaches and
+the raw weights, in no particular order) instead of the dense block of `w_out`, so a step
+touches ~30 slots per firing unit instead of n_e columns. Each (pre, post) pair is one
+slot and rows are still visited in index order, so every per-post sum adds the same terms
+in the same order as the dense layout (skipping exact zeros, which changes no bit). The
+E->I weights, which no rule changes, come as their own dense [pre E, post I] array
+`ie_w` (a copy of `w_out[:, n_e:]`), so a firing unit's ~10 lines of them lie together
+rather than at the end of a 3,000-byte row. I->E slot rows come with short posts and a
+count of used slots per row (the padding is skipped), and iSTDP divides once per post
+reached rather than per slot. (What a network touches per step is what limits the speed
+with many networks per worker: see research/compact_kernel.) The I->E part of the exact
+renormalization every RENORMALIZE_EVERY steps stays in numpy; the E->E part runs on the
+rows here.
 
 Importing this module fails without numba; `network` then falls back to numpy.
 """
@@ -62,6 +75,50 @@ def rules_for(config: SORNConfig, learning: bool) -> Rules:
     return Rules(int(config.n_e), bool(learning), *map(bool, flags), *map(float, rates))
 
 
+class SlotRows(NamedTuple):
+    """E->E synapses as slot rows: row `pre` holds count[pre] synapses, slot s going to
+    post[pre, s] with raw weight weight[pre, s]; slots past the count are free. A row can
+    hold `capacity` synapses (post.shape[1]); see rows_from_dense and grown."""
+
+    post: np.ndarray  # uint16 (or int32 for n_e > 65,536) (n_e, capacity)
+    weight: np.ndarray  # float64 (n_e, capacity)
+    count: np.ndarray  # int32 (n_e,)
+
+
+ROW_HEADROOM = 16  # free slots per row beyond the fullest one when rows are (re)built
+
+
+def rows_from_dense(w_out: np.ndarray, gate_out: np.ndarray, n_e: int) -> SlotRows:
+    """The E->E block of the dense arrays as slot rows, posts ascending, with room for
+    ROW_HEADROOM more synapses in the fullest row (a row never holds more than n_e - 1)."""
+    gate = gate_out[:, :n_e]
+    count = gate.sum(axis=1).astype(np.int32)
+    fullest = int(count.max(initial=0))
+    rows = _empty_rows(n_e, min(n_e - 1, fullest + ROW_HEADROOM), count)
+    pre, post = gate.nonzero()
+    slot = np.arange(pre.size) - np.repeat(np.cumsum(count) - count, count)
+    rows.post[pre, slot] = post
+    rows.weight[pre, slot] = w_out[pre, post]
+    return rows
+
+
+def grown(rows: SlotRows, n_e: int) -> SlotRows:
+    """The same synapses in rows with half as many slots again (at least ROW_HEADROOM)."""
+    capacity = rows.post.shape[1]
+    bigger = _empty_rows(n_e, min(n_e - 1, capacity + max(ROW_HEADROOM, capacity // 2)),
+                         rows.count.copy())
+    bigger.post[:, :capacity] = rows.post
+    bigger.weight[:, :capacity] = rows.weight
+    return bigger
+
+
+def _empty_rows(n_e: int, capacity: int, count: np.ndarray) -> SlotRows:
+    post_type = np.uint16 if n_e <= 1 << 16 else np.int32
+    return SlotRows(
+        np.zeros((n_e, capacity), post_type), np.zeros((n_e, capacity)), count
+    )
+
+
 def _compile(function):
     """JIT with an on-disk cache; without a writable cache directory, compile per process."""
     try:
@@ -72,16 +129,21 @@ def _compile(function):
 
 @_compile
 def run_steps(
-    rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, state, counts,
-    noise, sigma, add_synapse, candidates, fallback, offset, t, input_ptr, input_units,
-    spikes, record,
+    rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
+    state, counts, noise, sigma, add_synapse, candidates, fallback, offset, t, input_ptr,
+    input_units, spikes, record,
 ):
-    """Advance len(input_ptr) - 1 steps from step t (block offset `offset`), mutating the
-    network arrays in place; step k drives input_units[input_ptr[k]:input_ptr[k + 1]].
-    The noise of a unit is noise[offset + k, unit] * sigma[unit] (see BlockDraws)."""
+    """Advance up to len(input_ptr) - 1 steps from step t (block offset `offset`), mutating
+    the network arrays in place; step k drives input_units[input_ptr[k]:input_ptr[k + 1]].
+    The noise of a unit is noise[offset + k, unit] * sigma[unit] (see BlockDraws).
+    I unit i's synapses are its first ei_count[i] slots (posts ei_post, weights ei_w).
+    E->E synapses are the slot rows (ee_post, ee_w, ee_count); every row must have a free
+    slot (or hold n_e - 1 synapses) on entry. Returns (steps run, whether a row is full):
+    the run stops early after a step that fills a row, so the caller can grow the rows."""
     n_e = rules.n_e
     n_t = state.size
     n_steps = input_ptr.size - 1
+    can_fill = ee_post.shape[1] < n_e - 1  # else a full row has no free place to grow into
     # Who fired at t: E units first, then I units (as indices in [0, n_t)).
     prev = np.empty(n_t, np.intp)
     n_prev, _ = _list_fired(state, n_e, prev)
@@ -91,22 +153,27 @@ def run_steps(
     work = np.empty((3, n_e + 1))  # scratch rows for the plasticity rules
     growth = np.empty(sums.size)
     driven_at = np.full(n_e, -1, np.intp)
+    fired_before = np.zeros(n_e, np.bool_)  # E units that fired at t, for STDP
+    reached_at = np.full(n_e, -1, np.intp)  # the last step iSTDP computed a post's change
     for k in range(n_steps):
         split_prev = 0
         while split_prev < n_prev and prev[split_prev] < n_e:
             split_prev += 1
-        _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_prev,
-               noise[offset + k], sigma, input_units[input_ptr[k] : input_ptr[k + 1]], k,
-               driven_at, drive, inhibition)
+        _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
+               thresholds,
+               prev, split_prev, n_prev, noise[offset + k], sigma,
+               input_units[input_ptr[k] : input_ptr[k + 1]], k, driven_at, drive, inhibition)
         if rules.fast_inhibition:
-            _drive_from_new_e(n_e, w_out, scales, thresholds, noise[offset + k], sigma, drive)
+            _drive_from_new_e(n_e, ie_w, scales, thresholds, noise[offset + k], sigma, drive)
         for unit in range(n_t):
             state[unit] = drive[unit] >= 0.0
         n_fired, split = _list_fired(state, n_e, fired)
+        filled = 0
         if rules.learning:
-            _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, state,
-                   prev, split_prev, n_prev, fired, split, add_synapse[offset + k],
-                   candidates[offset + k], fallback[offset + k], growth, work)
+            filled = _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
+                            sums, thresholds, state, prev, split_prev, n_prev, fired, split,
+                            add_synapse[offset + k], candidates[offset + k],
+                            fallback[offset + k], growth, work, fired_before, reached_at, k)
         row = (t + k) % counts.shape[0]
         counts[row, 0] = split
         counts[row, 1] = n_fired - split
@@ -114,6 +181,9 @@ def run_steps(
             spikes[k] = state
         prev, fired = fired, prev
         n_prev = n_fired
+        if can_fill and filled == ee_post.shape[1]:
+            return k + 1, True
+    return n_steps, False
 
 
 @_compile
@@ -133,23 +203,28 @@ def _list_fired(state, n_e, fired):
 
 
 @_compile
-def _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_prev,
-           noise, sigma, units, k, driven_at, drive, inhibition):
+def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, thresholds, prev,
+           split_prev, n_prev, noise, sigma, units, k, driven_at, drive, inhibition):
     """drive = Σ_rows W_out[e_prev] · scale − inhibition − T + ξ (+ gain on driven units)."""
     n_e = rules.n_e
     n_t = drive.size
     drive[:] = 0.0
     for r in range(split_prev):
-        row = w_out[prev[r]]
-        for post in range(n_t):
-            drive[post] += row[post]
+        pre = prev[r]
+        posts = ee_post[pre]
+        weights = ee_w[pre]
+        for slot in range(ee_count[pre]):
+            drive[posts[slot]] += weights[slot]
+        row = ie_w[pre]
+        for j in range(n_t - n_e):
+            drive[n_e + j] += row[j]
     for post in range(n_t):
         drive[post] *= scales[post]
     if n_prev > split_prev:
         inhibition[:] = 0.0
         for r in range(split_prev, n_prev):
             pre = prev[r] - n_e
-            for slot in range(ei_post.shape[1]):
+            for slot in range(ei_count[pre]):
                 inhibition[ei_post[pre, slot]] += ei_w[pre, slot]
         for post in range(n_e):
             drive[post] -= inhibition[post] * scales[n_t + post]
@@ -163,15 +238,15 @@ def _drive(rules, w_out, ei_post, ei_w, scales, thresholds, prev, split_prev, n_
 
 
 @_compile
-def _drive_from_new_e(n_e, w_out, scales, thresholds, noise, sigma, drive):
+def _drive_from_new_e(n_e, ie_w, scales, thresholds, noise, sigma, drive):
     """Fast inhibition: the I units' drive from the E units whose drive is >= 0."""
     n_t = drive.size
     drive[n_e:] = 0.0
     for pre in range(n_e):
         if drive[pre] >= 0.0:
-            row = w_out[pre]
-            for post in range(n_e, n_t):
-                drive[post] += row[post]
+            row = ie_w[pre]
+            for j in range(n_t - n_e):
+                drive[n_e + j] += row[j]
     for post in range(n_e, n_t):
         drive[post] *= scales[post]
         drive[post] -= thresholds[post]
@@ -179,10 +254,11 @@ def _drive_from_new_e(n_e, w_out, scales, thresholds, noise, sigma, drive):
 
 
 @_compile
-def _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, state,
-           prev, split_prev, n_prev, fired, split, add_synapse, candidates, fallback,
-           growth, work):
-    """IP, STDP, structural plasticity, iSTDP and normalization, in network's order."""
+def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
+           state, prev, split_prev, n_prev, fired, split, add_synapse, candidates, fallback,
+           growth, work, fired_before, reached_at, k):
+    """IP, STDP, structural plasticity, iSTDP and normalization, in network's order.
+    Returns the new synapse count of the row a synapse was added to (0 if none was)."""
     n_e = rules.n_e
     n_t = state.size
     if rules.ip:
@@ -192,16 +268,21 @@ def _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, stat
             thresholds[fired[r]] += rules.eta_ip
     growth[:] = 0.0
     if rules.stdp and split_prev and split:
-        _stdp(rules, w_out, gate_out, scales, prev[:split_prev], fired[:split], growth, work)
+        _stdp(rules, ee_post, ee_w, ee_count, scales, state, fired_before, prev[:split_prev],
+              fired[:split], growth, work)
+    filled = 0
     if rules.structural and add_synapse < rules.p_add:
-        pre, post = _free_place(gate_out, n_e, candidates, fallback)
+        pre, post = _free_place(ee_post, ee_count, n_e, candidates, fallback)
         if pre >= 0:
-            gate_out[pre, post] = True
-            w_out[pre, post] = rules.w_new / scales[post]
+            filled = ee_count[pre]
+            ee_post[pre, filled] = post
+            ee_w[pre, filled] = rules.w_new / scales[post]
+            filled += 1
+            ee_count[pre] = filled
             growth[post] += rules.w_new
     if rules.istdp and n_prev > split_prev:
-        _istdp(rules, ei_post, ei_w, scales, state, prev[split_prev:n_prev], n_t, growth,
-               work[0])
+        _istdp(rules, ei_post, ei_count, ei_w, scales, state, prev[split_prev:n_prev], n_t,
+               growth, work, reached_at, k)
     if rules.normalization:
         for unit in range(growth.size):
             total = growth[unit] + sums[unit]
@@ -209,67 +290,99 @@ def _learn(rules, w_out, gate_out, ei_post, ei_w, scales, sums, thresholds, stat
             if nonzero and total != 1.0:  # dividing by 1.0 changes nothing: skip it
                 scales[unit] /= total
             sums[unit] = 1.0 if nonzero else 0.0
+    return filled
 
 
 @_compile
-def _stdp(rules, w_out, gate_out, scales, e_prev, e_fired, growth, work):
-    """Potentiation of (e_prev -> e_fired), then depression of (e_fired -> e_prev).
-    Places without a synapse are skipped: numpy adds 0 * η there and writes back the same
-    weight (raw weights are never negative), which changes no bit."""
+def _stdp(rules, ee_post, ee_w, ee_count, scales, state, fired_before, e_prev, e_fired,
+          growth, work):
+    """Potentiation of (e_prev -> e_fired): the rows of e_prev, slots whose post fires now;
+    then depression of (e_fired -> e_prev): the rows of e_fired, slots whose post fired at
+    t. Per post the changes add up over the rows in index order, as numpy's column sums.
+    A pruned synapse's slot takes the row's last one, which is looked at next."""
     eta = rules.eta_stdp
-    change = work[0]  # column sums, row after row (network.column_sums)
-    step = work[1]  # η in raw units of each post, as numpy divides it
-    for j in range(e_fired.size):
-        step[j] = eta / scales[e_fired[j]]
-        change[j] = 0.0
+    change = work[0]  # per unit: its column's change, row after row
+    step = work[1]  # per unit: η in its raw units, as numpy divides it
+    for b in e_fired:
+        step[b] = eta / scales[b]
+        change[b] = 0.0
     for a in e_prev:
-        for j in range(e_fired.size):
-            b = e_fired[j]
-            if gate_out[a, b]:
-                w_out[a, b] = w_out[a, b] + step[j]
-                change[j] += step[j]
-    for j in range(e_fired.size):
-        growth[e_fired[j]] = change[j] * scales[e_fired[j]]
+        posts = ee_post[a]
+        weights = ee_w[a]
+        for slot in range(ee_count[a]):
+            b = posts[slot]
+            if state[b]:
+                weights[slot] = weights[slot] + step[b]
+                change[b] += step[b]
+    for b in e_fired:
+        growth[b] = change[b] * scales[b]
     prune = work[2]
-    for j in range(e_prev.size):
-        step[j] = eta / scales[e_prev[j]]
-        prune[j] = rules.prune_threshold / scales[e_prev[j]]
-        change[j] = 0.0
+    for p in e_prev:
+        fired_before[p] = True
+        step[p] = eta / scales[p]
+        prune[p] = rules.prune_threshold / scales[p]
+        change[p] = 0.0
     for f in e_fired:
-        for j in range(e_prev.size):
-            p = e_prev[j]
-            if gate_out[f, p]:
-                old = w_out[f, p]
-                new = old - step[j]
+        posts = ee_post[f]
+        weights = ee_w[f]
+        count = ee_count[f]
+        slot = 0
+        while slot < count:
+            p = posts[slot]
+            if fired_before[p]:
+                old = weights[slot]
+                new = old - step[p]
                 if new < 0.0:
                     new = 0.0
-                if rules.structural and new <= prune[j]:
-                    new = 0.0
-                    gate_out[f, p] = False
-                w_out[f, p] = new
-                change[j] += new - old
-    for j in range(e_prev.size):
-        growth[e_prev[j]] += change[j] * scales[e_prev[j]]
+                if rules.structural and new <= prune[p]:
+                    change[p] += 0.0 - old
+                    count -= 1
+                    posts[slot] = posts[count]
+                    weights[slot] = weights[count]
+                    continue
+                weights[slot] = new
+                change[p] += new - old
+            slot += 1
+        ee_count[f] = count
+    for p in e_prev:
+        fired_before[p] = False
+        growth[p] += change[p] * scales[p]
 
 
 @_compile
-def _free_place(gate_out, n_e, candidates, fallback):
-    """A uniformly random free E->E place (pre != post), or (-1, -1) if there is none."""
+def _has_synapse(ee_post, ee_count, pre, post):
+    slot = 0
+    while slot < ee_count[pre] and ee_post[pre, slot] != post:
+        slot += 1
+    return slot < ee_count[pre]
+
+
+@_compile
+def _free_place(ee_post, ee_count, n_e, candidates, fallback):
+    """A uniformly random free E->E place (pre != post), or (-1, -1) if there is none:
+    the first free candidate, else the free place numbered int(fallback * free) in
+    row-major order, as numpy's nonzero lists them."""
     for place in candidates:
         pre, post = place // n_e, place % n_e
-        if pre != post and not gate_out[pre, post]:
+        if pre != post and not _has_synapse(ee_post, ee_count, pre, post):
             return pre, post
     free = 0
     for pre in range(n_e):
-        for post in range(n_e):
-            if pre != post and not gate_out[pre, post]:
-                free += 1
+        free += n_e - 1 - ee_count[pre]
     if free == 0:
         return -1, -1
     wanted = int(fallback * free)
+    taken = np.zeros(n_e, np.bool_)
     for pre in range(n_e):
+        room = n_e - 1 - ee_count[pre]
+        if wanted >= room:
+            wanted -= room
+            continue
+        taken[:] = False
+        for slot in range(ee_count[pre]):
+            taken[ee_post[pre, slot]] = True
         for post in range(n_e):
-            if pre != post and not gate_out[pre, post]:
+            if post != pre and not taken[post]:
                 if wanted == 0:
                     return pre, post
                 wanted -= 1
@@ -277,23 +390,62 @@ def _free_place(gate_out, n_e, candidates, fallback):
 
 
 @_compile
-def _istdp(rules, ei_post, ei_w, scales, state, i_prev, n_t, growth, change):
+def renormalize_rows(n_e, ee_post, ee_w, ee_count, scales, sums):
+    """The E->E part of network's exact renormalization: fold each post's scale into its
+    raw weights, then divide them by their sum (added row after row, as numpy's)."""
+    totals = np.zeros(n_e)
+    for pre in range(n_e):
+        for slot in range(ee_count[pre]):
+            post = ee_post[pre, slot]
+            ee_w[pre, slot] *= scales[post]
+            totals[post] += ee_w[pre, slot]
+    for pre in range(n_e):
+        for slot in range(ee_count[pre]):
+            total = totals[ee_post[pre, slot]]
+            if total > 0:
+                ee_w[pre, slot] /= total
+    for post in range(n_e):
+        scales[post] = 1.0
+        sums[post] = 1.0 if totals[post] > 0 else 0.0
+
+
+@_compile
+def write_dense(ee_post, ee_w, ee_count, pres, w_out, gate_out):
+    """Write slot row pres[i] into the E->E part (columns [0, n_e)) of dense row i."""
+    n_e = ee_count.size
+    for i in range(pres.size):
+        pre = pres[i]
+        w_out[i, :n_e] = 0.0
+        gate_out[i, :n_e] = False
+        for slot in range(ee_count[pre]):
+            post = ee_post[pre, slot]
+            w_out[i, post] = ee_w[pre, slot]
+            gate_out[i, post] = True
+
+
+@_compile
+def _istdp(rules, ei_post, ei_count, ei_w, scales, state, i_prev, n_t, growth, work,
+           reached_at, k):
     """iSTDP on the slot rows of the I units that fired at t (i_prev holds n_e + index).
-    The change and floor of a slot, in raw units of its post, are computed per slot: the
-    same bits as numpy's per-post arrays, without dividing for posts no fired unit reaches."""
+    The change and floor in raw units of a post are computed once per step (step k) for
+    the posts a fired unit reaches: the same bits as numpy's per-post arrays."""
     n_e = rules.n_e
+    change, shift, floor = work[0], work[1], work[2]
     change[:] = 0.0
     for unit in i_prev:
         pre = unit - n_e
-        for slot in range(ei_post.shape[1]):
+        for slot in range(ei_count[pre]):
             post = ei_post[pre, slot]
-            after = 1.0 if post < n_e and state[post] else 0.0
-            scale = scales[n_t + post]
+            if reached_at[post] != k:
+                reached_at[post] = k
+                after = 1.0 if state[post] else 0.0
+                scale = scales[n_t + post]
+                shift[post] = (after * rules.istdp_rise - rules.eta_istdp) / scale
+                floor[post] = rules.istdp_floor / scale
             old = ei_w[pre, slot]
-            new = old + (after * rules.istdp_rise - rules.eta_istdp) / scale
-            floor = rules.istdp_floor / scale
-            if new < floor:
-                new = floor
+            new = old + shift[post]
+            if new < floor[post]:
+                new = floor[post]
             ei_w[pre, slot] = new
             change[post] += new - old
     if rules.normalization:

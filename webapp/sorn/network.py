@@ -13,7 +13,11 @@ Normalization of incoming weights is lazy: the effective weight is
 rather than a pass over its column. Every RENORMALIZE_EVERY steps the scales are folded
 back and every column renormalized exactly, so rounding cannot pile up.
 The optional numba kernel (webapp/sorn/kernel.py) runs the same steps bit for bit;
-`backend` picks it. docs/MODEL.md has the model, the defaults and their sources.
+`backend` picks it. It keeps E->E as slot rows (kernel.SlotRows) instead, built from the
+dense arrays on its first run, which are then dropped (1.1 of the network's 1.3 MB) and
+built afresh from the rows when something reads them (`_dense_out`); a numpy run takes
+them back and drops the rows.
+docs/MODEL.md has the model, the defaults and their sources.
 """
 
 from __future__ import annotations
@@ -183,9 +187,15 @@ class SORN:
         # From every E unit: columns [0, n_e) go to E units, [n_e, n_t) to I units.
         self._w_out = np.hstack([a.ee_weights, a.ie_weights]).astype(np.float64)
         self._gate_out = np.hstack([a.ee_exists, a.ie_exists]).astype(bool)
+        # E->I synapses never change: the kernel's copy, and what rebuilds the dense arrays.
+        self._ie_w = np.ascontiguousarray(self._w_out[:, cfg.n_e :])
+        self._ie_gate = np.ascontiguousarray(self._gate_out[:, cfg.n_e :])
         # I->E synapses never change place, so each I unit keeps a fixed row of (post, weight)
         # slots; unused slots point at a dummy post n_e whose scale is inf.
         self._ei_post, self._ei_w = padded_rows(a.ei_exists, a.ei_weights)
+        # The kernel's copy of the posts, short ints, and each row's count of used slots.
+        self._ei_post_short = self._ei_post.astype(np.uint16 if cfg.n_e < 1 << 16 else np.int32)
+        self._ei_count = (self._ei_post < cfg.n_e).sum(axis=1).astype(np.int32)
         self._x_ext = np.zeros(cfg.n_e + 1)
         # Lazy normalization scales of every input population, in one array so a single
         # pass renormalizes all of them: [E->E (n_e) | E->I (n_i, fixed at 1) | I->E (n_e) |
@@ -205,17 +215,47 @@ class SORN:
         self._n_total = n_t
         self._no_spikes = np.empty((0, n_t), dtype=bool)  # the kernel's `spikes` unrecorded
         self._kernel_rules: dict = {}  # the kernel's Rules, by the `plastic` flag
+        # The numba backend's E->E slot rows (kernel.SlotRows). Exactly one of them and the
+        # dense _w_out/_gate_out is held: it is the E->E state (the other is None).
+        self._ee_rows = None
+
+    def _dense_out(self) -> tuple[np.ndarray, np.ndarray]:
+        """(_w_out, _gate_out) to read: the dense arrays, or a fresh copy from the rows."""
+        if self._ee_rows is None:
+            return self._w_out, self._gate_out
+        return self._dense_rows(np.arange(self.config.n_e))
+
+    def _dense_rows(self, pres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows `pres` of the dense arrays, built from the slot rows."""
+        from webapp.sorn.kernel import write_dense
+
+        n_e = self.config.n_e
+        weights = np.empty((pres.size, self._n_total))
+        gates = np.empty((pres.size, self._n_total), dtype=bool)
+        weights[:, n_e:] = self._ie_w[pres]
+        gates[:, n_e:] = self._ie_gate[pres]
+        write_dense(*self._ee_rows, pres, weights, gates)
+        return weights, gates
+
+    def _build_ee_rows(self) -> None:
+        """Hand E->E over to slot rows (for the numba backend), if they are not yet built."""
+        if self._ee_rows is None:
+            from webapp.sorn.kernel import rows_from_dense
+
+            self._ee_rows = rows_from_dense(self._w_out, self._gate_out, self.config.n_e)
+            self._w_out = self._gate_out = None
 
     def to_arrays(self) -> NetworkArrays:
         """A copy of the complete state (what `save` writes)."""
         cfg = self.config
         n_e = cfg.n_e
+        w_out, gate_out = self._dense_out()
         return NetworkArrays(
             config=cfg, seed=self.seed, step=self.t, plastic=self.plastic,
-            ee_exists=self._gate_out[:, :n_e].copy(), ee_weights=self._w_out[:, :n_e].copy(),
+            ee_exists=gate_out[:, :n_e].copy(), ee_weights=w_out[:, :n_e].copy(),
             ei_exists=self._dense_ei(np.ones_like(self._ei_w, dtype=bool)),
             ei_weights=self._dense_ei(self._ei_w),
-            ie_exists=self._gate_out[:, n_e:].copy(), ie_weights=self._w_out[:, n_e:].copy(),
+            ie_exists=self._ie_gate.copy(), ie_weights=self._ie_w.copy(),
             thresholds_e=self._thresholds[:n_e].copy(),
             thresholds_i=self._thresholds[n_e:].copy(),
             x=self._state[:n_e].copy(), y=self._state[n_e:].copy(),
@@ -237,6 +277,8 @@ class SORN:
         scales. A run without learning writes only the state and the rate counts, so only
         those are copied: cheap enough for every recall, and running the copy leaves this
         network untouched. (Do not turn learning back on in the copy.)"""
+        if self.backend == "numba":
+            self._build_ee_rows()  # once, here, rather than in every copy
         frozen = copy.copy(self)
         frozen.plastic = False
         frozen._state = self._state.copy()
@@ -255,6 +297,9 @@ class SORN:
         if self.backend == "numba":
             self._run_compiled(starts, units, spikes)
             return spikes
+        if self._ee_rows is not None:  # numpy steps the dense arrays: they take E->E back
+            self._w_out, self._gate_out = self._dense_out()
+            self._ee_rows = None
         # Who fired at t, E units first: fired[:split] are E units.
         self._fired = self._state.nonzero()[0]
         self._split = int(self._fired.searchsorted(self.config.n_e))
@@ -310,27 +355,31 @@ class SORN:
     ) -> None:
         """`run` through the numba kernel, one call per stretch of steps within a block of
         draws (exact renormalization falls on block starts, as BLOCK_STEPS divides it)."""
-        from webapp.sorn.kernel import rules_for, run_steps
+        from webapp.sorn.kernel import grown, rules_for, run_steps
 
+        n_e = self.config.n_e
         rules = self._kernel_rules.get(self.plastic)
         if rules is None:
             rules = self._kernel_rules[self.plastic] = rules_for(self.config, self.plastic)
+        self._build_ee_rows()
         n_steps = starts.size - 1
         done = 0
         while done < n_steps:
             draws = self._start_step()
             offset = self.t % BLOCK_STEPS
             steps = min(n_steps - done, BLOCK_STEPS - offset)
-            run_steps(
-                rules, self._w_out, self._gate_out, self._ei_post, self._ei_w, self._scales,
-                self._sums, self._thresholds, self._state, self._counts,
+            ran, full = run_steps(
+                rules, self._ie_w, *self._ee_rows, self._ei_post_short, self._ei_count,
+                self._ei_w, self._scales, self._sums, self._thresholds, self._state, self._counts,
                 draws.noise, draws.sigma, draws.add_synapse, draws.candidates, draws.fallback,
                 offset, self.t, starts[done : done + steps + 1], units,
                 self._no_spikes if spikes is None else spikes[done : done + steps],
                 spikes is not None,
             )
-            self.t += steps
-            done += steps
+            if full:  # a row has no free slot left for the next synapse
+                self._ee_rows = grown(self._ee_rows, n_e)
+            self.t += ran
+            done += ran
 
     def _advance(self, units: np.ndarray | None) -> np.ndarray:
         """Compute x(t+1), y(t+1), apply the plasticity rules; return the new state."""
@@ -503,12 +552,17 @@ class SORN:
     def _renormalize_exactly(self) -> None:
         """Fold the lazy scales into the raw weights and normalize every unit afresh."""
         n_e = self.config.n_e
-        weights, scale = self._w_out[:, :n_e], self._scale[:n_e]
-        weights *= scale
-        sums = weights.sum(axis=0)
-        np.divide(weights, sums, out=weights, where=sums > 0)
-        scale[:] = 1.0
-        self._sum_ee[:] = sums > 0
+        if self._ee_rows is not None:
+            from webapp.sorn.kernel import renormalize_rows
+
+            renormalize_rows(n_e, *self._ee_rows, self._scales, self._sums)
+        else:
+            weights, scale = self._w_out[:, :n_e], self._scale[:n_e]
+            weights *= scale
+            sums = weights.sum(axis=0)
+            np.divide(weights, sums, out=weights, where=sums > 0)
+            scale[:] = 1.0
+            self._sum_ee[:] = sums > 0
 
         posts = self._ei_post
         self._ei_w *= np.append(self._scale_ei, 0.0).take(posts)
@@ -533,13 +587,17 @@ class SORN:
     def w_ee(self) -> np.ndarray:
         """Effective E->E weights, [post, pre] as in the equations (a copy)."""
         n_e = self.config.n_e
-        return (self._w_out[:, :n_e] * self._scale[:n_e]).T.copy()
+        w_out, _ = self._dense_out()
+        return (w_out[:, :n_e] * self._scale[:n_e]).T.copy()
 
     def w_ee_from(self, pre: np.ndarray) -> np.ndarray:
         """`w_ee[:, pre]` (the weights out of the E units `pre`, [post, len(pre)]) without
         building the whole matrix: a recall reads a few columns per query."""
         n_e = self.config.n_e
-        return (self._w_out[pre, :n_e] * self._scale[:n_e]).T
+        if self._ee_rows is None:
+            return (self._w_out[pre, :n_e] * self._scale[:n_e]).T
+        weights, _ = self._dense_rows(np.asarray(pre, dtype=np.intp))
+        return (weights[:, :n_e] * self._scale[:n_e]).T
 
     @property
     def w_ei(self) -> np.ndarray:
@@ -549,12 +607,13 @@ class SORN:
     @property
     def w_ie(self) -> np.ndarray:
         """E->I weights, [post I, pre E] (a copy)."""
-        return self._w_out[:, self.config.n_e :].T.copy()
+        return self._ie_w.T.copy()
 
     @property
     def ee_synapses(self) -> np.ndarray:
         """Which E->E synapses exist, bool [post, pre]."""
-        return self._gate_out[:, : self.config.n_e].T.copy()
+        _, gate_out = self._dense_out()
+        return gate_out[:, : self.config.n_e].T.copy()
 
     @property
     def ei_synapses(self) -> np.ndarray:
@@ -586,8 +645,9 @@ class SORN:
         rate_e = float(window[:, 0].mean() / cfg.n_e) if len(window) else 0.0
         rate_i = float(window[:, 1].mean() / cfg.n_i) if len(window) and cfg.n_i else 0.0
         n_e = cfg.n_e  # the existing synapses' weights, without dense copies (runs per turn)
-        pre, post = np.divmod(np.flatnonzero(self._gate_out[:, :n_e].ravel()), n_e)
-        weights = self._w_out[pre, post] * self._scale[post]
+        w_out, gate_out = self._dense_out()
+        pre, post = np.divmod(np.flatnonzero(gate_out[:, :n_e].ravel()), n_e)
+        weights = w_out[pre, post] * self._scale[post]
         clipped = np.clip(weights, HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1])
         counts, _ = np.histogram(clipped, bins=HISTOGRAM_EDGES)
         return {
@@ -604,9 +664,10 @@ class SORN:
         """Bytes held by the network's state arrays."""
         arrays = (
             self._w_out, self._gate_out, self._scales, self._ei_post, self._ei_w,
-            self._x_ext, self._sums, self._thresholds, self._state, self._counts,
+            self._x_ext, self._sums, self._thresholds, self._state, self._counts, self._ie_w,
+            self._ie_gate, self._ei_post_short, self._ei_count, *(self._ee_rows or ()),
         )
-        return sum(a.nbytes for a in arrays)
+        return sum(a.nbytes for a in arrays if a is not None)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the complete state to one versioned .npz, atomically (see storage)."""
