@@ -186,3 +186,15 @@ def test_reading_weights_between_compiled_runs_changes_nothing():
     assert np.array_equal(compiled.w_ee_from(pre), reference.w_ee_from(pre))
     assert compiled.stats() == reference.stats()
     assert compiled.nbytes() < 0.6 * reference.nbytes()  # no dense E->E arrays held
+
+
+def test_a_read_only_input_array_runs_the_kernel_already_compiled():
+    from webapp.sorn import kernel
+
+    net = SORN(SORNConfig(), seed=0, backend="numba")
+    net.run([np.array([1, 2, 3])])
+    compiled = len(kernel.run_steps.signatures)
+    units = np.array([4, 5, 6])
+    units.flags.writeable = False  # as a cached token's units are
+    net.run([units])
+    assert len(kernel.run_steps.signatures) == compiled  # no second compile (seconds)

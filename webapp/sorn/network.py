@@ -332,7 +332,9 @@ class SORN:
             given.append(units)
             ends.append(ends[-1] + units.size)
         starts = np.array(ends, dtype=np.intp)
-        every = np.concatenate(given) if len(given) > 1 else given[0] if given else starts[:0]
+        # Always a fresh array: a caller's read-only one (e.g. a cached token's units) would
+        # be another type to numba, compiled again on first use (seconds, in a fresh install).
+        every = np.concatenate(given) if given else starts[:0]
         if every.size and (every.min() < 0 or every.max() >= self.config.n_e):
             raise ValueError(f"input units must lie in [0, {self.config.n_e})")
         return starts, every.astype(np.intp, copy=False)
