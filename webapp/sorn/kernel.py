@@ -32,7 +32,7 @@ import numba
 import numpy as np
 
 from webapp.sorn.config import SORNConfig
-from webapp.sorn.network import EMPTY_SUM
+from webapp.sorn.network import EMPTY_SUM, UNIT_INDEX
 
 
 class Rules(NamedTuple):
@@ -80,7 +80,7 @@ class SlotRows(NamedTuple):
     post[pre, s] with raw weight weight[pre, s]; slots past the count are free. A row can
     hold `capacity` synapses (post.shape[1]); see rows_from_dense and grown."""
 
-    post: np.ndarray  # uint16 (or int32 for n_e > 65,536) (n_e, capacity)
+    post: np.ndarray  # UNIT_INDEX (uint16) (n_e, capacity)
     weight: np.ndarray  # float64 (n_e, capacity)
     count: np.ndarray  # int32 (n_e,)
 
@@ -113,10 +113,7 @@ def grown(rows: SlotRows, n_e: int) -> SlotRows:
 
 
 def _empty_rows(n_e: int, capacity: int, count: np.ndarray) -> SlotRows:
-    post_type = np.uint16 if n_e <= 1 << 16 else np.int32
-    return SlotRows(
-        np.zeros((n_e, capacity), post_type), np.zeros((n_e, capacity)), count
-    )
+    return SlotRows(np.zeros((n_e, capacity), UNIT_INDEX), np.zeros((n_e, capacity)), count)
 
 
 def _compile(function):

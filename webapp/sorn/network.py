@@ -37,6 +37,7 @@ RATE_WINDOW = 1000  # steps over which stats() reports the recent firing rates
 RENORMALIZE_EVERY = 1024  # steps between exact renormalizations (lazy scales folded back)
 HISTOGRAM_EDGES = np.logspace(-4, 0, 17)  # E->E weight histogram: 1e-4 .. 1, 4 bins a decade
 EMPTY_SUM = 1e-12  # a unit whose incoming weights sum to less has no input to normalize
+UNIT_INDEX = np.uint16  # a unit index (or the dummy post n_e): SORNConfig keeps n_e <= 65535
 
 Units = np.ndarray | Sequence[int] | None
 BACKENDS = ("auto", "numpy", "numba")
@@ -194,7 +195,7 @@ class SORN:
         # slots; unused slots point at a dummy post n_e whose scale is inf.
         self._ei_post, self._ei_w = padded_rows(a.ei_exists, a.ei_weights)
         # The kernel's copy of the posts, short ints, and each row's count of used slots.
-        self._ei_post_short = self._ei_post.astype(np.uint16 if cfg.n_e < 1 << 16 else np.int32)
+        self._ei_post_short = self._ei_post.astype(UNIT_INDEX)
         self._ei_count = (self._ei_post < cfg.n_e).sum(axis=1).astype(np.int32)
         self._x_ext = np.zeros(cfg.n_e + 1)
         # Lazy normalization scales of every input population, in one array so a single
