@@ -117,11 +117,13 @@ def _empty_rows(n_e: int, capacity: int, count: np.ndarray) -> SlotRows:
 
 
 def _compile(function):
-    """JIT with an on-disk cache; without a writable cache directory, compile per process."""
+    """JIT with an on-disk cache; without a writable cache directory, compile per process.
+    Divisions follow numpy's error model (IEEE: x / 0 is inf, as in the numpy reference)
+    rather than Python's, whose zero check on every division kept the loops ~10 % slower."""
     try:
-        return numba.njit(cache=True, nogil=True)(function)
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
     except RuntimeError:  # numba found no usable cache location
-        return numba.njit(nogil=True)(function)
+        return numba.njit(nogil=True, error_model="numpy")(function)
 
 
 @_compile
