@@ -27,7 +27,7 @@ def worker(tmp_path):
     users = [store.create_user(f"user{i}", "hash") for i in range(3)]
     settings = WorkerSettings(db_path=str(tmp_path / "db.sqlite"),
                               network_dir=str(tmp_path / "networks"),
-                              batch_seconds=60.0)  # bounded by the queue, not the clock
+                              batch_steps=10**6)  # bounded by the queue, not the steps
     engines = Engines(settings, send_event=lambda event: None)
     web_end, worker_end = multiprocessing.Pipe()
 
@@ -91,7 +91,7 @@ def test_a_batch_holds_at_most_batch_stores(worker):
     engines, inbox, send, (a, b, _) = worker
     engines.settings = WorkerSettings(db_path=engines.settings.db_path,
                                       network_dir=engines.settings.network_dir,
-                                      batch_stores=3, batch_seconds=60.0)
+                                      batch_stores=3, batch_steps=10**6)
     send(*[(a if i % 2 else b, "store", {"text": f"note number {i}"}) for i in range(5)])
     assert [len(replies) for replies in serve_all(engines, inbox)] == [3, 2]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.memory.conftest import acknowledged_until_killed, assert_same_network, network_state
-from webapp.memory import Memory, MemoryInputError, Store, commit_stores, tokenize
+from webapp.memory import Memory, MemoryInputError, Store, commit_stores, learn_stores, tokenize
 from webapp.memory.store import NewEpisode
 
 SNAPSHOT_STEPS = 150  # network steps between snapshots in these tests (kept short)
@@ -50,6 +50,27 @@ def test_a_batch_of_several_users_matches_storing_one_by_one(open_memory, tmp_pa
             single.store(text)
         assert_same_network(batched[name], single)  # batching changes nothing it learns
         assert_same_network(batched[name], open_memory(name))  # and a restart neither
+    alone.close()
+
+
+def test_stores_learned_together_match_storing_one_by_one(open_memory, tmp_path):
+    """prepare_store + learn_stores (the networks of several users stepped in one call,
+    a user's own episodes in order) learn, trace and write what single stores do."""
+    batched = {name: open_memory(name) for name in NOTES}
+    order = interleaved(batched)
+    prepared = [(memory, memory.prepare_store(text), None) for memory, text in order]
+    learn_stores(prepared)
+    ids = commit_stores([(memory, episode) for memory, episode, _ in prepared])
+
+    alone = Store(tmp_path / "alone.db")
+    for name, notes in NOTES.items():
+        single = Memory(alone, alone.create_user(name, "hash"), tmp_path / "alone-networks")
+        single_ids = [single.store(text) for text in notes]
+        mine = [i for (owner, _), i in zip(order, ids, strict=True) if owner is batched[name]]
+        traces = [alone.get_episodes(single.user_id, [i])[i]["trace"] for i in single_ids]
+        assert [batched[name].db.get_episodes(batched[name].user_id, [i])[i]["trace"]
+                for i in mine] == traces
+        assert_same_network(batched[name], single)
     alone.close()
 
 

@@ -4,12 +4,13 @@ A user-step is one step of one user's network. Users are spread over the worker 
 as the engine pool routes them (blake2b of the user id), and every user stores chat
 messages back to back for `--seconds`. Two paths are measured:
 
-- `network`: each worker process holds its users' `EpisodeNetwork`s and presents one
-  episode per user in turn (`learn`, as `Memory.store` does), nothing else: the ceiling
-  of the one-network-at-a-time design.
-- `pool`: the real path, `EnginePool` -> worker -> the store command (the network learns,
-  then the SQLite write with fsync, index and trace; the worker writes the stores queued
-  together in one transaction, group commit), one store in flight per user.
+- `network`: each worker process holds its users' `EpisodeNetwork`s and every user learns
+  one episode per round, up to `--batch-stores` networks stepped in one compiled call
+  (`learn_together`, as the worker learns a batch), nothing else: the networks' ceiling.
+- `pool`: the real path, `EnginePool` -> worker -> the store command (validated; the
+  networks of the stores queued together learn in one call, then the SQLite write with
+  fsync, index and trace, one transaction for all: group commit), one store in flight
+  per user.
 
 Reports wall-clock rates and the engine processes' CPU time (the VM is shared), with the
 load average, for each number of users; for the pool, also the CPU time of this process
@@ -34,7 +35,7 @@ from webapp.bench.recall import ChatText
 from webapp.engine.pool import EnginePool
 from webapp.engine.worker import WorkerSettings
 from webapp.memory import Store, tokenize
-from webapp.memory.network import MAX_TOKENS_PRESENTED, SETTLE_STEPS, EpisodeNetwork
+from webapp.memory.network import EpisodeNetwork, learn_together
 
 GOAL_USER_STEPS_PER_SEC = 200_000  # with 100 users storing at once, on 2 cores
 TEXTS = 500  # distinct generated messages, cycled through
@@ -51,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = WorkerSettings(db_path="", network_dir="")
     parser.add_argument("--batch-stores", type=int, default=defaults.batch_stores,
                         help="pool: most stores a worker writes in one transaction")
-    parser.add_argument("--batch-seconds", type=float, default=defaults.batch_seconds,
-                        help="pool: most time a worker spends learning one batch")
+    parser.add_argument("--batch-steps", type=int, default=defaults.batch_steps,
+                        help="pool: about the most network steps a worker learns in one batch")
 
 
 def messages(seed: int) -> list[str]:
@@ -63,7 +64,7 @@ def messages(seed: int) -> list[str]:
 
 def steps_of(message: str) -> int:
     """Network steps one store of `message` takes (one per token presented, then settle)."""
-    return min(len(tokenize(message)), MAX_TOKENS_PRESENTED) + SETTLE_STEPS
+    return EpisodeNetwork.steps_to_learn(tokenize(message))
 
 
 def route(user_ids: list[int], workers: int) -> list[list[int]]:
@@ -78,33 +79,39 @@ def route(user_ids: list[int], workers: int) -> list[list[int]]:
 # --- network path: the SORNs alone, one process per worker ---------------------------
 
 
-def _learn_for(user_ids, texts, seconds, barrier, results) -> None:
-    """Worker process: present one episode per user in turn until the time is up."""
+def _learn_for(user_ids, texts, seconds, batch_stores, barrier, results) -> None:
+    """Worker process: every user learns one episode per round, `batch_stores` users'
+    networks stepped together (as the worker's group commit does), until the time is up."""
     episodes = [tokenize(text) for text in texts]
     with tempfile.TemporaryDirectory() as directory:
         networks = [EpisodeNetwork(user_id, directory) for user_id in user_ids]
         for network in networks:  # warm-up (and JIT) before the clock starts
             network.learn(episodes[0])
+        learn_together([(network, episodes[1], None) for network in networks])
         barrier.wait()
         wall_start, cpu_start = time.perf_counter(), time.process_time()
         deadline = wall_start + seconds
         steps = stores = 0
         while time.perf_counter() < deadline:
-            for network in networks:
-                before = network.net.t
-                network.learn(episodes[stores % len(episodes)])
-                steps += network.net.t - before
-                stores += 1
+            for start in range(0, len(networks), batch_stores):
+                batch = [(network, episodes[(stores + i) % len(episodes)], None)
+                         for i, network in enumerate(networks[start:start + batch_stores])]
+                before = sum(network.net.t for network, _, _ in batch)
+                learn_together(batch)
+                steps += sum(network.net.t for network, _, _ in batch) - before
+                stores += len(batch)
         results.put({"steps": steps, "stores": stores,
                      "wall": time.perf_counter() - wall_start,
                      "cpu": time.process_time() - cpu_start})
 
 
-def measure_network(users: int, workers: int, seconds: float, texts: list[str]) -> dict:
+def measure_network(users: int, workers: int, seconds: float, texts: list[str], *,
+                    batch_stores: int) -> dict:
     ctx = multiprocessing.get_context("spawn")
     groups = [g for g in route(list(range(1, users + 1)), workers) if g]
     barrier, results = ctx.Barrier(len(groups)), ctx.Queue()
-    processes = [ctx.Process(target=_learn_for, args=(g, texts, seconds, barrier, results))
+    processes = [ctx.Process(target=_learn_for,
+                             args=(g, texts, seconds, batch_stores, barrier, results))
                  for g in groups]
     load = load_average()
     for process in processes:
@@ -160,14 +167,14 @@ class _StoreDriver:
 
 
 def measure_pool(users: int, workers: int, seconds: float, texts: list[str], *,
-                 batch_stores: int, batch_seconds: float) -> dict:
+                 batch_stores: int, batch_steps: int) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         store = Store(Path(directory) / "memory.db")
         user_ids = [store.create_user(f"user{i}", "-") for i in range(users)]
         settings = WorkerSettings(db_path=str(Path(directory) / "memory.db"),
                                   network_dir=str(Path(directory) / "networks"),
                                   quiet_seconds=3600.0,  # no housekeeping while timed
-                                  batch_stores=batch_stores, batch_seconds=batch_seconds)
+                                  batch_stores=batch_stores, batch_steps=batch_steps)
         pool = EnginePool(settings, workers).start()
         try:
             for future in [pool.submit(u, "store", text=texts[0]) for u in user_ids]:
@@ -203,9 +210,9 @@ def _point(mode: str, users: int, steps: int, stores: int, wall: float, cpu: flo
 def run(args: argparse.Namespace) -> dict:
     counts = [int(n) for n in args.users.split(",")]
     modes = ("network", "pool") if args.mode == "both" else (args.mode,)
-    measure = {"network": measure_network,
+    measure = {"network": partial(measure_network, batch_stores=args.batch_stores),
                "pool": partial(measure_pool, batch_stores=args.batch_stores,
-                               batch_seconds=args.batch_seconds)}
+                               batch_steps=args.batch_steps)}
     texts = messages(args.seed)
     points = []
     for mode in tqdm(modes, desc="modes", leave=False):
@@ -213,7 +220,7 @@ def run(args: argparse.Namespace) -> dict:
             points.append(measure[mode](users, args.workers, args.seconds, texts))
     result = {
         "workers": args.workers, "seconds": args.seconds,
-        "batch_stores": args.batch_stores, "batch_seconds": args.batch_seconds,
+        "batch_stores": args.batch_stores, "batch_steps": args.batch_steps,
         "steps_per_store_mean": round(sum(map(steps_of, texts)) / len(texts), 2),
         "goal_user_steps_per_sec": GOAL_USER_STEPS_PER_SEC, "points": points,
     }
@@ -239,7 +246,7 @@ def plot(result: dict, path: Path) -> None:
 def format_report(result: dict) -> str:
     lines = [f"{result['workers']} workers, {result['seconds']} s per point, "
              f"{result['steps_per_store_mean']} steps per store on average; pool batches "
-             f"of at most {result['batch_stores']} stores / {result['batch_seconds']} s"]
+             f"of at most {result['batch_stores']} stores / {result['batch_steps']} steps"]
     for p in result["points"]:
         lines.append(f"{p['mode']:8} {p['users']:5} users: {p['user_steps_per_sec']:>10.0f} "
                      f"user-steps/s wall, {p['cpu_user_steps_per_sec'] or 0:>10.0f} per CPU-s, "

@@ -28,13 +28,15 @@ from multiprocessing.connection import Connection
 from webapp.engine import protocol
 from webapp.engine.frames import encode_frames
 from webapp.engine.heap import release_free_memory
-from webapp.memory import Memory, MemoryInputError, Store, commit_stores
+from webapp.memory import Memory, MemoryInputError, Store, commit_stores, learn_stores
+from webapp.memory.network import EpisodeNetwork, SpikeCallback
 from webapp.memory.store import NewEpisode
 
 log = logging.getLogger(__name__)
 
 LOADED_USER_BYTES = 2_500_000  # RAM of one loaded memory, measured 2.0 MB (bench footprint)
 RESIDENT_RAM_SHARE = 4  # loaded memories of all workers may take 1/4 of the RAM
+Prepared = tuple[Memory, NewEpisode, SpikeCallback | None]  # a store ready to be learned
 
 
 def default_max_resident() -> int:
@@ -61,7 +63,7 @@ class WorkerSettings:
     consolidate_steps: int = 2000  # replay steps per housekeeping chunk
     max_resident: int = dataclasses.field(default_factory=default_max_resident)
     batch_stores: int = 64  # group commit: at most this many stores per transaction
-    batch_seconds: float = 0.005  # ... and at most this long spent learning them
+    batch_steps: int = 512  # ... and at most about this many network steps (~5 ms)
 
 
 class Engines:
@@ -120,10 +122,15 @@ class Engines:
         return {"episode_id": int(episode_id)}
 
     def learn_store(self, user_id, text, spikes=False, **kwargs) -> tuple[Memory, NewEpisode]:
-        """The first half of a store (see StoreBatch): the user's network learns it."""
+        """The first half of a store: the user's network learns it."""
         mem = self.memory(user_id)
         return mem, mem.learn_for_store(text, on_spikes=self.spike_sink(user_id, spikes),
                                         **kwargs)
+
+    def prepare_store(self, user_id, text, spikes=False, **kwargs) -> Prepared:
+        """A store validated for learning with others (see StoreBatch)."""
+        mem = self.memory(user_id)
+        return mem, mem.prepare_store(text, **kwargs), self.spike_sink(user_id, spikes)
 
     def op_recall(self, user_id, query, k=10, method="hybrid", spikes=False) -> dict:
         mem = self.memory(user_id)
@@ -189,15 +196,17 @@ def failure(cmd: dict, exc: Exception) -> dict:
 
 
 class StoreBatch:
-    """Store commands served together (group commit): each is learned as it joins, all are
-    written in ONE transaction, and only then answered, so nothing acknowledged can be
-    lost. One fsync and one wait for SQLite's write lock per batch instead of per store."""
+    """Store commands served together (group commit): validated as they join, then learned
+    together (one compiled call steps all their networks: learn_stores), written in ONE
+    transaction, and only then answered, so nothing acknowledged can be lost. One fsync
+    and one wait for SQLite's write lock per batch instead of per store."""
 
     def __init__(self, engines: Engines):
         self.engines = engines
         self.commands: list[dict] = []
-        self.learned: list[tuple[dict, Memory, NewEpisode]] = []
-        self.users: set[int] = set()  # whose memories learned something in this batch
+        self.prepared: list[tuple[dict, Prepared]] = []
+        self.users: set[int] = set()  # whose memories take part in this batch
+        self.steps = 0  # network steps learning the batch will take
         self.replies: dict[int, dict] = {}  # request id -> reply, for the refused ones
 
     def __len__(self) -> int:
@@ -212,25 +221,28 @@ class StoreBatch:
     def add(self, cmd: dict) -> None:
         self.commands.append(cmd)
         try:
-            memory, episode = self.engines.learn_store(cmd["user_id"], **cmd["args"])
+            prepared = self.engines.prepare_store(cmd["user_id"], **cmd["args"])
         except Exception as exc:
             self.replies[cmd["id"]] = failure(cmd, exc)
             return
-        self.learned.append((cmd, memory, episode))
+        self.prepared.append((cmd, prepared))
         self.users.add(cmd["user_id"])
+        self.steps += EpisodeNetwork.steps_to_learn(prepared[1].tokens)
 
     def commit(self) -> list[dict]:
-        """Write the learned stores at once; the replies of all commands, in order. If the
-        transaction fails, each store is retried in its own, so only a bad one fails."""
+        """Learn and write the stores at once; the replies of all commands, in order. If
+        learning or the transaction fails, each store is retried on its own (learned and
+        written alone), so only a bad one fails."""
         try:
-            ids = commit_stores([(memory, episode) for _, memory, episode in self.learned])
+            learn_stores([prepared for _, prepared in self.prepared])
+            ids = commit_stores([(memory, episode) for _, (memory, episode, _) in self.prepared])
         except Exception:  # every memory of the batch is back to its stored state
             log.error("a group commit failed, retrying one by one:\n%s",
                       traceback.format_exc())
-            for cmd, _, _ in self.learned:
+            for cmd, _ in self.prepared:
                 self.replies[cmd["id"]] = self.engines.handle(cmd)
         else:
-            for (cmd, _, _), episode_id in zip(self.learned, ids, strict=True):
+            for (cmd, _), episode_id in zip(self.prepared, ids, strict=True):
                 self.replies[cmd["id"]] = protocol.success(
                     cmd["id"], self.engines.stored(cmd["user_id"], episode_id))
         return [self.replies[cmd["id"]] for cmd in self.commands]
@@ -314,15 +326,16 @@ class Inbox:
 
 def serve(engines: Engines, inbox: Inbox) -> list[dict]:
     """Serve the next command and return its reply. A store takes the stores queued right
-    behind it along, and those arriving meanwhile (group commit, at most `batch_stores`
-    of them or `batch_seconds` of learning); all are answered after their commit."""
+    behind it along, and those arriving while they are gathered (group commit, at most
+    `batch_stores` of them or `batch_steps` steps of learning); all are learned together,
+    then written, and answered after their commit."""
     cmd = inbox.next()
     if cmd["op"] != "store":
         return [engines.handle(cmd)]
     batch = StoreBatch(engines)
     batch.add(cmd)
-    deadline = time.monotonic() + engines.settings.batch_seconds
-    while len(batch) < engines.settings.batch_stores and time.monotonic() < deadline:
+    settings = engines.settings
+    while len(batch) < settings.batch_stores and batch.steps < settings.batch_steps:
         inbox.receive(0)
         cmd = inbox.next_store()
         if cmd is None or inbox.closed or not batch.accepts(cmd):

@@ -13,7 +13,7 @@ import numpy as np
 
 from webapp.memory.bm25 import BM25Query
 from webapp.memory.hot_postings import HotPostings
-from webapp.memory.network import EpisodeNetwork, SpikeCallback
+from webapp.memory.network import EpisodeNetwork, SpikeCallback, learn_together
 from webapp.memory.ranking import CONTEXT_WIDTH, Pool
 from webapp.memory.store import NewEpisode, Store
 from webapp.memory.text import MemoryInputError, clean_text
@@ -103,6 +103,34 @@ def commit_stores(learned: Sequence[tuple[Memory, NewEpisode]]) -> list[int]:
     return [written.get(id(episode), episode.duplicate_of) for _, episode in learned]
 
 
+def learn_stores(prepared: Sequence[tuple[Memory, NewEpisode, SpikeCallback | None]]) -> None:
+    """The networks learn episodes from `Memory.prepare_store`: each memory's in order, those
+    of different memories together, in one compiled call per round (round k holds each
+    memory's k-th episode; see learn_together). Each episode gets its trace and waits in its
+    memory for `commit_stores`. If learning fails, every memory involved reopens its network
+    (snapshot, stored and waiting episodes), so none holds a half-learned episode, and the
+    error is raised."""
+    rounds: list[list[tuple[Memory, NewEpisode, SpikeCallback | None]]] = []
+    position: Counter[int] = Counter()
+    for memory, episode, on_spikes in prepared:
+        if episode.duplicate_of is None:
+            if position[id(memory)] == len(rounds):
+                rounds.append([])
+            rounds[position[id(memory)]].append((memory, episode, on_spikes))
+            position[id(memory)] += 1
+    try:
+        for learning in rounds:
+            traces = learn_together([(memory.network, episode.tokens, on_spikes)
+                                     for memory, episode, on_spikes in learning])
+            for (memory, episode, _), trace in zip(learning, traces, strict=True):
+                episode.trace = trace
+                memory._learned.append(episode)
+    except BaseException:
+        for memory in {id(memory): memory for memory, _, _ in prepared}.values():
+            memory._open_network()
+        raise
+
+
 class Memory:
     """The memory of one user; not thread-safe (the engine gives each user one worker)."""
 
@@ -156,20 +184,25 @@ class Memory:
                         on_spikes: SpikeCallback | None = None) -> NewEpisode:
         """The first half of `store`, for group commit: validate, then the network learns
         the episode; `commit_stores` writes it (every learned episode must be committed
-        before the next recall, save or import). An episode whose external id this user
-        has stored already comes back with `duplicate_of` set, not learned again."""
+        before the next recall, save or import). For many memories at once, use
+        `prepare_store` on each, then `learn_stores` for all."""
+        episode = self.prepare_store(text, conversation_id=conversation_id, role=role,
+                                     timestamp=timestamp, external_id=external_id,
+                                     importance=importance)
+        learn_stores([(self, episode, on_spikes)])
+        return episode
+
+    def prepare_store(self, text: str | bytes, *, conversation_id: str | None = None,
+                      role: str = "user", timestamp: float | None = None,
+                      external_id: str | None = None,
+                      importance: float | None = None) -> NewEpisode:
+        """Validate an episode to store (MemoryInputError if it cannot be). One whose
+        external id this user has stored already comes back with `duplicate_of` set and
+        will not be learned again."""
         episode = self._new_episode(text, conversation_id, role, timestamp, external_id,
                                     importance)
         if external_id is not None:
             episode.duplicate_of = self.db.episode_with_external_id(self.user_id, external_id)
-            if episode.duplicate_of is not None:
-                return episode
-        try:
-            episode.trace = self.network.learn(episode.tokens, on_spikes)
-        except BaseException:
-            self._open_network()  # back to the state before this episode
-            raise
-        self._learned.append(episode)
         return episode
 
     def _committed(self, episode_ids: list[int], twin_found: bool) -> None:

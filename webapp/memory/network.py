@@ -28,6 +28,7 @@ import numpy as np
 
 from webapp.sorn import SORN, NetworkFileError, SORNConfig, TokenEncoder, load_network
 from webapp.sorn.randomness import BLOCK_STEPS, BlockDraws
+from webapp.sorn.together import run_together
 
 SpikeCallback = Callable[[int, np.ndarray], None]
 
@@ -83,6 +84,11 @@ class EpisodeNetwork:
 
     # -- presenting tokens ----------------------------------------------------------
 
+    @staticmethod
+    def steps_to_learn(tokens: list[str]) -> int:
+        """Network steps `learn` takes for an episode of these tokens."""
+        return min(len(tokens), MAX_TOKENS_PRESENTED) * STEPS_PER_TOKEN + SETTLE_STEPS
+
     def _inputs(self, tokens: Iterable[str]) -> list[np.ndarray | None]:
         inputs: list[np.ndarray | None] = []
         for token in list(tokens)[:MAX_TOKENS_PRESENTED]:
@@ -98,9 +104,15 @@ class EpisodeNetwork:
         spikes = self.net.run(self._inputs(tokens), record=record or on_spikes is not None)
         if spikes is None:
             return None
+        trace = self.trace(first_step, spikes, on_spikes)
+        return trace if record else None
+
+    def trace(self, first_step: int, spikes: np.ndarray,
+              on_spikes: SpikeCallback | None) -> bytes:
+        """An episode's trace from its spikes (handed to `on_spikes` first, if given)."""
         if on_spikes is not None:
             on_spikes(first_step, spikes)
-        return trace_of(spikes[:, : self.config.n_e]).tobytes() if record else None
+        return trace_of(spikes[:, : self.config.n_e]).tobytes()
 
     def learned_drive(self, tokens: list[str]) -> np.ndarray:
         """What plasticity has taught the network about the query: the input each E unit
@@ -161,6 +173,19 @@ class EpisodeNetwork:
         if assemblies:
             evoked[np.concatenate(assemblies)] = 0.0
         return evoked
+
+
+def learn_together(episodes: list[tuple[EpisodeNetwork, list[str], SpikeCallback | None]]
+                   ) -> list[bytes]:
+    """Several networks learn one episode each, as `EpisodeNetwork.learn` would one after
+    the other, in one compiled call for all (see sorn.together); returns their traces."""
+    networks = [network for network, _, _ in episodes]
+    first_steps = [network.net.t for network in networks]
+    spikes = run_together([network.net for network in networks],
+                          [network._inputs(tokens) for network, tokens, _ in episodes])
+    return [network.trace(first_step, recorded, on_spikes)
+            for (network, _, on_spikes), first_step, recorded
+            in zip(episodes, first_steps, spikes, strict=True)]
 
 
 @lru_cache(maxsize=4)

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numba
+import numba.extending
 import numpy as np
 
 from webapp.sorn.config import SORNConfig
@@ -128,6 +129,68 @@ def _compile(function):
 
 @_compile
 def run_steps(
+    rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
+    state, counts, noise, sigma, add_synapse, candidates, fallback, offset, t, input_ptr,
+    input_units, spikes, record,
+):
+    """One network's run: see _run."""
+    return _run(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums,
+                thresholds, state, counts, noise, sigma, add_synapse, candidates, fallback,
+                offset, t, input_ptr, input_units, spikes, record)
+
+
+@_compile
+def run_many(
+    rules, arrays, noise, sigma, add_synapse, candidates, fallback, t, step_ptr, first_input,
+    input_ptr, input_units, spikes, record, ran, full,
+):
+    """Several networks' runs in one call. Run j's network arrays are described by row j of
+    `arrays`: an (address, rows, columns) triple per array, in SORN.kernel_arrays order
+    (see sorn.together). Run j starts at the network's step t[j]; its steps are the rows
+    step_ptr[j]..step_ptr[j + 1] of the draws (noise, add_synapse, candidates, fallback)
+    and of the spikes, and its inputs start at input_ptr[first_input[j]]. Writes each run's
+    (steps run, whether a row is full) into ran[j], full[j] (see _run)."""
+    for j in range(arrays.shape[0]):
+        a = arrays[j]
+        first, last = step_ptr[j], step_ptr[j + 1]
+        inputs = input_ptr[first_input[j] : first_input[j] + last - first + 1]
+        ran[j], full[j] = _run(
+            rules, _matrix(a, 0, np.float64), _matrix(a, 1, UNIT_INDEX),
+            _matrix(a, 2, np.float64), _vector(a, 3, np.int32), _matrix(a, 4, UNIT_INDEX),
+            _vector(a, 5, np.int32), _matrix(a, 6, np.float64), _vector(a, 7, np.float64),
+            _vector(a, 8, np.float64), _vector(a, 9, np.float64), _vector(a, 10, np.bool_),
+            _matrix(a, 11, np.int64), noise[first:last], sigma, add_synapse[first:last],
+            candidates[first:last], fallback[first:last], 0, t[j], inputs, input_units,
+            spikes[first:last], record)
+
+
+@numba.extending.intrinsic
+def _pointer(typingctx, address, kind):
+    """The int64 `address` as a pointer to `kind` (a numpy scalar type) for numba.carray."""
+    signature = numba.types.CPointer(kind.instance_type)(address, kind)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
+    return signature, codegen
+
+
+@_compile
+def _matrix(described, index, kind):
+    """The 2-D array described at triple `index` of `described` (see run_many)."""
+    address, rows, columns = described[3 * index : 3 * index + 3]
+    return numba.carray(_pointer(address, kind), (rows, columns))
+
+
+@_compile
+def _vector(described, index, kind):
+    """The 1-D array described at triple `index` of `described` (see run_many)."""
+    address, length = described[3 * index : 3 * index + 2]
+    return numba.carray(_pointer(address, kind), (length,))
+
+
+@_compile
+def _run(
     rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
     state, counts, noise, sigma, add_synapse, candidates, fallback, offset, t, input_ptr,
     input_units, spikes, record,

@@ -358,12 +358,9 @@ class SORN:
     ) -> None:
         """`run` through the numba kernel, one call per stretch of steps within a block of
         draws (exact renormalization falls on block starts, as BLOCK_STEPS divides it)."""
-        from webapp.sorn.kernel import grown, rules_for, run_steps
+        from webapp.sorn.kernel import run_steps
 
-        n_e = self.config.n_e
-        rules = self._kernel_rules.get(self.plastic)
-        if rules is None:
-            rules = self._kernel_rules[self.plastic] = rules_for(self.config, self.plastic)
+        rules = self.kernel_rules()
         self._build_ee_rows()
         n_steps = starts.size - 1
         done = 0
@@ -372,17 +369,36 @@ class SORN:
             offset = self.t % BLOCK_STEPS
             steps = min(n_steps - done, BLOCK_STEPS - offset)
             ran, full = run_steps(
-                rules, self._ie_w, *self._ee_rows, self._ei_post_short, self._ei_count,
-                self._ei_w, self._scales, self._sums, self._thresholds, self._state, self._counts,
-                draws.noise, draws.sigma, draws.add_synapse, draws.candidates, draws.fallback,
-                offset, self.t, starts[done : done + steps + 1], units,
-                self._no_spikes if spikes is None else spikes[done : done + steps],
+                rules, *self.kernel_arrays(), draws.noise, draws.sigma, draws.add_synapse,
+                draws.candidates, draws.fallback, offset, self.t, starts[done : done + steps + 1],
+                units, self._no_spikes if spikes is None else spikes[done : done + steps],
                 spikes is not None,
             )
-            if full:  # a row has no free slot left for the next synapse
-                self._ee_rows = grown(self._ee_rows, n_e)
-            self.t += ran
+            self.kernel_ran(ran, full)
             done += ran
+
+    def kernel_rules(self):
+        """The kernel's Rules for this network as it is now (learning or frozen)."""
+        from webapp.sorn.kernel import rules_for
+
+        rules = self._kernel_rules.get(self.plastic)
+        if rules is None:
+            rules = self._kernel_rules[self.plastic] = rules_for(self.config, self.plastic)
+        return rules
+
+    def kernel_arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays the kernel steps in place, in its argument order (E->E as slot rows)."""
+        self._build_ee_rows()
+        return (self._ie_w, *self._ee_rows, self._ei_post_short, self._ei_count, self._ei_w,
+                self._scales, self._sums, self._thresholds, self._state, self._counts)
+
+    def kernel_ran(self, steps: int, full: bool) -> None:
+        """Account for `steps` steps the kernel ran; grow the rows if it found one full."""
+        from webapp.sorn.kernel import grown
+
+        if full:  # a row has no free slot left for the next synapse
+            self._ee_rows = grown(self._ee_rows, self.config.n_e)
+        self.t += int(steps)
 
     def _advance(self, units: np.ndarray | None) -> np.ndarray:
         """Compute x(t+1), y(t+1), apply the plasticity rules; return the new state."""

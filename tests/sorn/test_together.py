@@ -1,0 +1,110 @@
+"""run_together: many networks in one compiled call give what running each alone gives."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from webapp.sorn import SORN, SORNConfig
+from webapp.sorn.randomness import BLOCK_STEPS
+from webapp.sorn.together import run_together
+
+SMALL = SORNConfig(n_e=60, n_i=15)
+
+
+def random_inputs(rng: np.random.Generator, n_e: int, steps: int) -> list:
+    return [rng.integers(0, n_e, 5) if rng.random() < 0.8 else None for _ in range(steps)]
+
+
+def assert_same_network(a: SORN, b: SORN) -> None:
+    assert a.t == b.t
+    left, right = a.to_arrays(), b.to_arrays()
+    for name in left.__dataclass_fields__:
+        if isinstance(getattr(left, name), np.ndarray):
+            np.testing.assert_array_equal(getattr(left, name), getattr(right, name), err_msg=name)
+
+
+def twins(count: int, rng: np.random.Generator, config: SORNConfig = SMALL):
+    """Pairs of identical networks of different ages (some mid-block)."""
+    base = SORN(config, seed=3)
+    pairs = []
+    for _ in range(count):
+        age = int(rng.integers(0, 3 * BLOCK_STEPS))
+        net = copy.deepcopy(base)
+        net.run(age, record=False)
+        pairs.append((net, copy.deepcopy(net)))
+    return pairs
+
+
+def test_runs_together_equal_runs_one_after_the_other():
+    """Across block ends, with empty runs and rows that fill up, for many rounds."""
+    rng = np.random.default_rng(0)
+    pairs = twins(7, rng)
+    for _ in range(60):
+        inputs = [random_inputs(rng, SMALL.n_e, int(rng.integers(0, 40))) for _ in pairs]
+        together = run_together([net for net, _ in pairs], inputs)
+        for (_, alone), entries, spikes in zip(pairs, inputs, together, strict=True):
+            np.testing.assert_array_equal(spikes, alone.run(entries))
+    for net, alone in pairs:
+        assert_same_network(net, alone)
+
+
+def test_without_recording_the_networks_still_advance_alike():
+    rng = np.random.default_rng(1)
+    pairs = twins(3, rng)
+    inputs = [random_inputs(rng, SMALL.n_e, 300) for _ in pairs]
+    assert run_together([net for net, _ in pairs], inputs, record=False) == [None] * 3
+    for (net, alone), entries in zip(pairs, inputs, strict=True):
+        alone.run(entries, record=False)
+        assert_same_network(net, alone)
+
+
+def test_frozen_numpy_and_learning_networks_mix_in_one_call():
+    """Each kind runs as it would alone: frozen ones learn nothing, numpy ones run in numpy."""
+    rng = np.random.default_rng(2)
+    (learning, learning_alone), (frozen, frozen_alone), (reference, reference_alone) = twins(
+        3, rng)
+    for net in (frozen, frozen_alone):
+        net.plastic = False
+    reference.backend = reference_alone.backend = "numpy"
+    inputs = [random_inputs(rng, SMALL.n_e, 50) for _ in range(3)]
+    together = run_together([learning, frozen, reference], inputs)
+    for alone, entries, spikes in zip((learning_alone, frozen_alone, reference_alone), inputs,
+                                      together, strict=True):
+        np.testing.assert_array_equal(spikes, alone.run(entries))
+    for net, alone in ((learning, learning_alone), (frozen, frozen_alone),
+                       (reference, reference_alone)):
+        assert_same_network(net, alone)
+
+
+def test_a_network_that_replaced_its_arrays_is_found_again():
+    """A numpy run in between hands E->E back to dense arrays and the next compiled run
+    builds new rows: the batch must step the new arrays, not the ones it saw before."""
+    rng = np.random.default_rng(3)
+    pairs = twins(2, rng)
+    for _ in range(3):
+        inputs = [random_inputs(rng, SMALL.n_e, 20) for _ in pairs]
+        run_together([net for net, _ in pairs], inputs)
+        for (net, alone), entries in zip(pairs, inputs, strict=True):
+            alone.run(entries)
+            net.backend = alone.backend = "numpy"
+            net.run(entries[:3])
+            alone.run(entries[:3])
+            net.backend = alone.backend = "numba"
+    for net, alone in pairs:
+        assert_same_network(net, alone)
+
+
+def test_a_network_may_run_only_once_per_call():
+    net = SORN(SMALL, seed=0)
+    with pytest.raises(ValueError, match="only once"):
+        run_together([net, net], [[None], [None]])
+
+
+def test_bad_input_units_are_refused_before_any_network_moves():
+    rng = np.random.default_rng(4)
+    (first, _), (second, _) = twins(2, rng)
+    steps = first.t, second.t
+    with pytest.raises(ValueError, match="input units"):
+        run_together([first, second], [[[1, 2]], [[SMALL.n_e]]])
+    assert (first.t, second.t) == steps

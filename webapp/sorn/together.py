@@ -1,0 +1,121 @@
+"""Many networks advanced in one compiled call: how an engine worker steps its users.
+
+A stored chat message is a short run (~8 steps) on one user's network. Run one by one,
+each run pays ~20 us of Python and numba's argument checks around ~100 us of kernel work;
+`run_together` hands the runs of many networks to one call of `kernel.run_many`, which
+loops over them, with the same spikes and states as calling `SORN.run` on each in turn.
+
+The kernel finds each network's arrays through a table of (address, rows, columns) per
+array, which stays valid because the networks hold their arrays during the call; a
+network's row of the table is kept while the network lives and rebuilt only when the
+network has replaced an array (its rows grew, a numpy run took them back). (numba's typed
+lists would do the same more safely, but compile their methods in every new process:
+seconds at each worker start.) A run stops where the network's block of random draws
+ends or a row fills up; the rest runs through `SORN.run`. Networks on the numpy backend
+simply run one by one.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+
+from webapp.sorn.network import SORN, UNIT_INDEX, Units
+from webapp.sorn.randomness import BLOCK_STEPS
+
+# The kernel's view of SORN.kernel_arrays: each array's dtype, as run_many reads it.
+KERNEL_DTYPES = tuple(np.dtype(kind) for kind in (
+    np.float64, UNIT_INDEX, np.float64, np.int32, UNIT_INDEX, np.int32, np.float64,
+    np.float64, np.float64, np.float64, np.bool_, np.int64))
+
+_described: weakref.WeakKeyDictionary[SORN, tuple[tuple, list[int] | None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _description(net: SORN) -> list[int] | None:
+    """The network's arrays as (address, rows, columns) triples, or None if one of them
+    is not a C-contiguous array of the dtype the kernel reads (it then runs alone)."""
+    arrays = net.kernel_arrays()
+    kept = _described.get(net)
+    if kept is not None and all(a is b for a, b in zip(arrays, kept[0], strict=True)):
+        return kept[1]
+    described: list[int] | None = []
+    for array, dtype in zip(arrays, KERNEL_DTYPES, strict=True):
+        if array.dtype != dtype or not array.flags.c_contiguous or array.ndim > 2:
+            described = None
+            break
+        rows, columns = (*array.shape, 1)[:2]
+        described += [array.__array_interface__["data"][0], rows, columns]
+    _described[net] = (arrays, described)
+    return described
+
+
+def run_together(networks: Sequence[SORN], inputs: Sequence[Sequence[Units]],
+                 record: bool = True) -> list[np.ndarray | None]:
+    """Advance networks[i] by inputs[i] (see SORN.run) for every i; returns each one's
+    spikes (or None when not `record`). The same as running them one after the other;
+    a network may appear only once."""
+    if len(networks) != len(inputs):
+        raise ValueError("one list of inputs per network")
+    if len({id(net) for net in networks}) != len(networks):
+        raise ValueError("a network may run only once in a call")
+    results: list[np.ndarray | None] = [None] * len(networks)
+    groups: dict[tuple, list[int]] = {}  # networks that one kernel call can step together
+    for index, net in enumerate(networks):
+        if net.backend == "numba" and len(inputs[index]):
+            groups.setdefault((net.config, net.plastic), []).append(index)
+        else:
+            results[index] = net.run(inputs[index], record)
+    for members in groups.values():
+        ran = _run_group([networks[i] for i in members], [list(inputs[i]) for i in members],
+                         record)
+        for index, spikes in zip(members, ran, strict=True):
+            results[index] = spikes
+    return results
+
+
+def _run_group(networks: list[SORN], inputs: list[list[Units]],
+               record: bool) -> list[np.ndarray | None]:
+    """Networks of one config and plasticity: one kernel call, then whatever is left."""
+    from webapp.sorn.kernel import run_many
+
+    first = networks[0]
+    starts, units = first._pack_inputs([entry for entries in inputs for entry in entries])
+    lengths = np.empty(len(networks), np.intp)
+    draws = []  # per network: its block's draws and the row of its next step in them
+    for index, (net, entries) in enumerate(zip(networks, inputs, strict=True)):
+        net.kernel_arrays()  # slot rows built before a renormalization that may be due
+        block = net._start_step()  # renormalizes if due now: before the arrays are read
+        offset = net.t % BLOCK_STEPS
+        lengths[index] = min(len(entries), BLOCK_STEPS - offset)
+        draws.append((block, offset))
+    described = [_description(net) for net in networks]
+    if any(row is None for row in described):
+        return [net.run(entries, record) for net, entries in zip(networks, inputs, strict=True)]
+    first_input = np.cumsum([0] + [len(entries) for entries in inputs[:-1]])
+    step_ptr = np.concatenate([[0], np.cumsum(lengths)])
+
+    def rows(name: str) -> np.ndarray:
+        """The draws named `name` of every run's steps, one run after the other."""
+        return np.concatenate([getattr(block, name)[offset : offset + length]
+                               for (block, offset), length in zip(draws, lengths, strict=True)])
+
+    n_t = first.config.n_e + first.config.n_i
+    spikes = np.empty((step_ptr[-1] if record else 0, n_t), dtype=bool)
+    ran = np.empty(len(networks), np.intp)
+    full = np.empty(len(networks), np.bool_)
+    run_many(first.kernel_rules(), np.array(described, np.int64), rows("noise"),
+             draws[0][0].sigma, rows("add_synapse"), rows("candidates"), rows("fallback"),
+             np.array([net.t for net in networks], np.int64), step_ptr, first_input, starts,
+             units, spikes, record, ran, full)
+    results: list[np.ndarray | None] = []
+    for index, (net, entries) in enumerate(zip(networks, inputs, strict=True)):
+        net.kernel_ran(ran[index], full[index])
+        mine = spikes[step_ptr[index] : step_ptr[index] + ran[index]] if record else None
+        if ran[index] < len(entries):  # its block ended or a row filled: the rest alone
+            rest = net.run(entries[ran[index]:], record)
+            mine = np.concatenate([mine, rest]) if record else None
+        results.append(mine)
+    return results
