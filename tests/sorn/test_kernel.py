@@ -193,8 +193,8 @@ def test_a_read_only_input_array_runs_the_kernel_already_compiled():
 
     net = SORN(SORNConfig(), seed=0, backend="numba")
     net.run([np.array([1, 2, 3])])
-    compiled = len(kernel.run_steps.signatures)
+    compiled = len(kernel.run_many.signatures)
     units = np.array([4, 5, 6])
     units.flags.writeable = False  # as a cached token's units are
     net.run([units])
-    assert len(kernel.run_steps.signatures) == compiled  # no second compile (seconds)
+    assert len(kernel.run_many.signatures) == compiled  # no second compile (seconds)

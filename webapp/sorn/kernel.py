@@ -128,18 +128,6 @@ def _compile(function):
 
 
 @_compile
-def run_steps(
-    rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
-    state, counts, noise, sigma, add_synapse, candidates, fallback, offset, t, input_ptr,
-    input_units, spikes, record,
-):
-    """One network's run: see _run."""
-    return _run(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums,
-                thresholds, state, counts, noise, sigma, add_synapse, candidates, fallback,
-                offset, t, input_ptr, input_units, spikes, record)
-
-
-@_compile
 def run_many(
     rules, arrays, noise, sigma, add_synapse, candidates, fallback, t, step_ptr, first_input,
     input_ptr, input_units, spikes, record, ran, full,

@@ -23,8 +23,10 @@ docs/MODEL.md has the model, the defaults and their sources.
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -127,6 +129,25 @@ def padded_rows(exists: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     return posts, np.where(used, np.take_along_axis(weights, order, axis=1), 0.0)
 
 
+_constants: weakref.WeakValueDictionary[tuple, np.ndarray] = weakref.WeakValueDictionary()
+
+
+def shared_constant(array: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous copy of `array`, the same object for every caller with equal
+    contents while one is alive. Every user's network is built from one seed, so all hold
+    the same E->I weights, which no rule changes: one copy serves them all (200 kB less
+    each, and it stays in the cache while a worker steps many networks in turn)."""
+    contiguous = np.ascontiguousarray(array)
+    key = (array.dtype.str, array.shape,
+           hashlib.blake2b(contiguous.data, digest_size=16).digest())
+    found = _constants.get(key)
+    if found is None or not np.array_equal(found, array):
+        found = contiguous.copy() if contiguous is array else contiguous
+        found.flags.writeable = False
+        _constants[key] = found
+    return found
+
+
 class SORN:
     """One network with explicit state; `run` advances it, `plastic` freezes learning.
 
@@ -188,9 +209,10 @@ class SORN:
         # From every E unit: columns [0, n_e) go to E units, [n_e, n_t) to I units.
         self._w_out = np.hstack([a.ee_weights, a.ie_weights]).astype(np.float64)
         self._gate_out = np.hstack([a.ee_exists, a.ie_exists]).astype(bool)
-        # E->I synapses never change: the kernel's copy, and what rebuilds the dense arrays.
-        self._ie_w = np.ascontiguousarray(self._w_out[:, cfg.n_e :])
-        self._ie_gate = np.ascontiguousarray(self._gate_out[:, cfg.n_e :])
+        # E->I synapses never change: the kernel's copy, and what rebuilds the dense arrays,
+        # read-only and shared by the networks of the process that have the same ones.
+        self._ie_w = shared_constant(self._w_out[:, cfg.n_e :])
+        self._ie_gate = shared_constant(self._gate_out[:, cfg.n_e :])
         # I->E synapses never change place, so each I unit keeps a fixed row of (post, weight)
         # slots; unused slots point at a dummy post n_e whose scale is inf.
         self._ei_post, self._ei_w = padded_rows(a.ei_exists, a.ei_weights)
@@ -219,6 +241,7 @@ class SORN:
         # The numba backend's E->E slot rows (kernel.SlotRows). Exactly one of them and the
         # dense _w_out/_gate_out is held: it is the E->E state (the other is None).
         self._ee_rows = None
+        self._described = None  # see kernel_description
 
     def _dense_out(self) -> tuple[np.ndarray, np.ndarray]:
         """(_w_out, _gate_out) to read: the dense arrays, or a fresh copy from the rows."""
@@ -358,24 +381,27 @@ class SORN:
     ) -> None:
         """`run` through the numba kernel, one call per stretch of steps within a block of
         draws (exact renormalization falls on block starts, as BLOCK_STEPS divides it)."""
-        from webapp.sorn.kernel import run_steps
+        from webapp.sorn.kernel import run_many
 
         rules = self.kernel_rules()
         self._build_ee_rows()
         n_steps = starts.size - 1
         done = 0
+        ran, full = np.empty(1, np.intp), np.empty(1, np.bool_)
         while done < n_steps:
             draws = self._start_step()
             offset = self.t % BLOCK_STEPS
             steps = min(n_steps - done, BLOCK_STEPS - offset)
-            ran, full = run_steps(
-                rules, *self.kernel_arrays(), draws.noise, draws.sigma, draws.add_synapse,
-                draws.candidates, draws.fallback, offset, self.t, starts[done : done + steps + 1],
-                units, self._no_spikes if spikes is None else spikes[done : done + steps],
-                spikes is not None,
+            rows = slice(offset, offset + steps)
+            run_many(
+                rules, self.kernel_description()[None, :], draws.noise[rows], draws.sigma,
+                draws.add_synapse[rows], draws.candidates[rows], draws.fallback[rows],
+                np.array([self.t]), np.array([0, steps]), np.array([done]), starts, units,
+                self._no_spikes if spikes is None else spikes[done : done + steps],
+                spikes is not None, ran, full,
             )
-            self.kernel_ran(ran, full)
-            done += ran
+            self.kernel_ran(ran[0], full[0])
+            done += int(ran[0])
 
     def kernel_rules(self):
         """The kernel's Rules for this network as it is now (learning or frozen)."""
@@ -391,6 +417,22 @@ class SORN:
         self._build_ee_rows()
         return (self._ie_w, *self._ee_rows, self._ei_post_short, self._ei_count, self._ei_w,
                 self._scales, self._sums, self._thresholds, self._state, self._counts)
+
+    def kernel_description(self) -> np.ndarray:
+        """Where the kernel finds `kernel_arrays`: an (address, rows, columns) triple each,
+        int64 (see kernel.run_many). Valid while this network keeps those arrays; rebuilt
+        when it has replaced one (its rows grew, a numpy run took them back)."""
+        arrays = self.kernel_arrays()
+        kept = self._described
+        if kept is not None and all(a is b for a, b in zip(arrays, kept[0], strict=True)):
+            return kept[1]
+        described = []
+        for array in arrays:
+            if not array.flags.c_contiguous or array.ndim > 2:
+                raise ValueError("the kernel needs C-contiguous 1-D or 2-D arrays")
+            described += [array.__array_interface__["data"][0], *(*array.shape, 1)[:2]]
+        self._described = (arrays, np.array(described, np.int64))
+        return self._described[1]
 
     def kernel_ran(self, steps: int, full: bool) -> None:
         """Account for `steps` steps the kernel ran; grow the rows if it found one full."""
@@ -680,11 +722,12 @@ class SORN:
         }
 
     def nbytes(self) -> int:
-        """Bytes held by the network's state arrays."""
+        """Bytes held by the network's state arrays (not the E->I weights it shares, see
+        shared_constant)."""
         arrays = (
             self._w_out, self._gate_out, self._scales, self._ei_post, self._ei_w,
-            self._x_ext, self._sums, self._thresholds, self._state, self._counts, self._ie_w,
-            self._ie_gate, self._ei_post_short, self._ei_count, *(self._ee_rows or ()),
+            self._x_ext, self._sums, self._thresholds, self._state, self._counts,
+            self._ei_post_short, self._ei_count, *(self._ee_rows or ()),
         )
         return sum(a.nbytes for a in arrays if a is not None)
 

@@ -5,51 +5,22 @@ each run pays ~20 us of Python and numba's argument checks around ~100 us of ker
 `run_together` hands the runs of many networks to one call of `kernel.run_many`, which
 loops over them, with the same spikes and states as calling `SORN.run` on each in turn.
 
-The kernel finds each network's arrays through a table of (address, rows, columns) per
-array, which stays valid because the networks hold their arrays during the call; a
-network's row of the table is kept while the network lives and rebuilt only when the
-network has replaced an array (its rows grew, a numpy run took them back). (numba's typed
-lists would do the same more safely, but compile their methods in every new process:
-seconds at each worker start.) A run stops where the network's block of random draws
-ends or a row fills up; the rest runs through `SORN.run`. Networks on the numpy backend
-simply run one by one.
+The kernel finds each network's arrays through a table with a row per network of
+(address, rows, columns) per array (`SORN.kernel_description`), valid as the networks
+hold their arrays during the call. (numba's typed lists would do the same more safely,
+but compile their methods in every new process: seconds at each worker start.) A run
+stops where the network's block of random draws ends or a row fills up; the rest runs
+through `SORN.run`. Networks on the numpy backend simply run one by one.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 
 import numpy as np
 
-from webapp.sorn.network import SORN, UNIT_INDEX, Units
+from webapp.sorn.network import SORN, Units
 from webapp.sorn.randomness import BLOCK_STEPS
-
-# The kernel's view of SORN.kernel_arrays: each array's dtype, as run_many reads it.
-KERNEL_DTYPES = tuple(np.dtype(kind) for kind in (
-    np.float64, UNIT_INDEX, np.float64, np.int32, UNIT_INDEX, np.int32, np.float64,
-    np.float64, np.float64, np.float64, np.bool_, np.int64))
-
-_described: weakref.WeakKeyDictionary[SORN, tuple[tuple, list[int] | None]] = (
-    weakref.WeakKeyDictionary())
-
-
-def _description(net: SORN) -> list[int] | None:
-    """The network's arrays as (address, rows, columns) triples, or None if one of them
-    is not a C-contiguous array of the dtype the kernel reads (it then runs alone)."""
-    arrays = net.kernel_arrays()
-    kept = _described.get(net)
-    if kept is not None and all(a is b for a, b in zip(arrays, kept[0], strict=True)):
-        return kept[1]
-    described: list[int] | None = []
-    for array, dtype in zip(arrays, KERNEL_DTYPES, strict=True):
-        if array.dtype != dtype or not array.flags.c_contiguous or array.ndim > 2:
-            described = None
-            break
-        rows, columns = (*array.shape, 1)[:2]
-        described += [array.__array_interface__["data"][0], rows, columns]
-    _described[net] = (arrays, described)
-    return described
 
 
 def run_together(networks: Sequence[SORN], inputs: Sequence[Sequence[Units]],
@@ -91,9 +62,7 @@ def _run_group(networks: list[SORN], inputs: list[list[Units]],
         offset = net.t % BLOCK_STEPS
         lengths[index] = min(len(entries), BLOCK_STEPS - offset)
         draws.append((block, offset))
-    described = [_description(net) for net in networks]
-    if any(row is None for row in described):
-        return [net.run(entries, record) for net, entries in zip(networks, inputs, strict=True)]
+    described = np.stack([net.kernel_description() for net in networks])
     first_input = np.cumsum([0] + [len(entries) for entries in inputs[:-1]])
     step_ptr = np.concatenate([[0], np.cumsum(lengths)])
 
@@ -106,7 +75,7 @@ def _run_group(networks: list[SORN], inputs: list[list[Units]],
     spikes = np.empty((step_ptr[-1] if record else 0, n_t), dtype=bool)
     ran = np.empty(len(networks), np.intp)
     full = np.empty(len(networks), np.bool_)
-    run_many(first.kernel_rules(), np.array(described, np.int64), rows("noise"),
+    run_many(first.kernel_rules(), described, rows("noise"),
              draws[0][0].sigma, rows("add_synapse"), rows("candidates"), rows("fallback"),
              np.array([net.t for net in networks], np.int64), step_ptr, first_input, starts,
              units, spikes, record, ran, full)
