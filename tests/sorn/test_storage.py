@@ -43,12 +43,13 @@ def test_a_deep_copy_is_an_independent_twin_that_continues_exactly_alike(trained
     assert twin.t == net.t + 50 and not np.array_equal(twin.thresholds_e, net.thresholds_e)
 
 
-def test_networks_of_one_seed_share_one_read_only_copy_of_their_fixed_e_to_i_weights(trained):
-    """No rule changes E->I, and every user's network comes from one seed: loaded and copied
-    networks hold the same array, which nobody can write."""
+def test_networks_of_one_seed_share_one_read_only_copy_of_their_fixed_synapses(trained):
+    """No rule changes the E->I weights nor the I->E places, and every user's network comes
+    from one seed: loaded and copied networks hold the same arrays, which nobody can write."""
     net, path = trained
     twin, loaded, other = copy.deepcopy(net), load_network(path), SORN(seed=1)
-    assert twin._ie_w is net._ie_w and loaded._ie_w is net._ie_w
+    for fixed in ("_ie_w", "_ie_gate", "_ei_post", "_ei_post_short", "_ei_count"):
+        assert getattr(twin, fixed) is getattr(net, fixed) is getattr(loaded, fixed)
     assert other._ie_w is not net._ie_w  # another seed, other weights
     with pytest.raises(ValueError, match="read-only"):
         net._ie_w[0, 0] = 1.0

@@ -135,8 +135,8 @@ _constants: weakref.WeakValueDictionary[tuple, np.ndarray] = weakref.WeakValueDi
 def shared_constant(array: np.ndarray) -> np.ndarray:
     """A read-only C-contiguous copy of `array`, the same object for every caller with equal
     contents while one is alive. Every user's network is built from one seed, so all hold
-    the same E->I weights, which no rule changes: one copy serves them all (200 kB less
-    each, and it stays in the cache while a worker steps many networks in turn)."""
+    the same E->I weights and I->E places, which no rule changes: one copy serves them all
+    (260 kB less each, and it stays in the cache while a worker steps many networks)."""
     contiguous = np.ascontiguousarray(array)
     key = (array.dtype.str, array.shape,
            hashlib.blake2b(contiguous.data, digest_size=16).digest())
@@ -215,10 +215,11 @@ class SORN:
         self._ie_gate = shared_constant(self._gate_out[:, cfg.n_e :])
         # I->E synapses never change place, so each I unit keeps a fixed row of (post, weight)
         # slots; unused slots point at a dummy post n_e whose scale is inf.
-        self._ei_post, self._ei_w = padded_rows(a.ei_exists, a.ei_weights)
+        posts, self._ei_w = padded_rows(a.ei_exists, a.ei_weights)
+        self._ei_post = shared_constant(posts)  # fixed places, the same for one seed
         # The kernel's copy of the posts, short ints, and each row's count of used slots.
-        self._ei_post_short = self._ei_post.astype(UNIT_INDEX)
-        self._ei_count = (self._ei_post < cfg.n_e).sum(axis=1).astype(np.int32)
+        self._ei_post_short = shared_constant(posts.astype(UNIT_INDEX))
+        self._ei_count = shared_constant((posts < cfg.n_e).sum(axis=1).astype(np.int32))
         self._x_ext = np.zeros(cfg.n_e + 1)
         # Lazy normalization scales of every input population, in one array so a single
         # pass renormalizes all of them: [E->E (n_e) | E->I (n_i, fixed at 1) | I->E (n_e) |
@@ -722,12 +723,11 @@ class SORN:
         }
 
     def nbytes(self) -> int:
-        """Bytes held by the network's state arrays (not the E->I weights it shares, see
-        shared_constant)."""
+        """Bytes held by the network's state arrays (not the fixed E->I weights and I->E
+        places it shares with other networks of its seed, see shared_constant)."""
         arrays = (
-            self._w_out, self._gate_out, self._scales, self._ei_post, self._ei_w,
-            self._x_ext, self._sums, self._thresholds, self._state, self._counts,
-            self._ei_post_short, self._ei_count, *(self._ee_rows or ()),
+            self._w_out, self._gate_out, self._scales, self._ei_w, self._x_ext, self._sums,
+            self._thresholds, self._state, self._counts, *(self._ee_rows or ()),
         )
         return sum(a.nbytes for a in arrays if a is not None)
 
