@@ -67,9 +67,13 @@ def _run_group(networks: list[SORN], inputs: list[list[Units]],
     step_ptr = np.concatenate([[0], np.cumsum(lengths)])
 
     def rows(name: str) -> np.ndarray:
-        """The draws named `name` of every run's steps, one run after the other."""
-        return np.concatenate([getattr(block, name)[offset : offset + length]
-                               for (block, offset), length in zip(draws, lengths, strict=True)])
+        """The draws named `name` of every run's steps, one run after the other; read-only
+        like the blocks themselves, which a single network's run passes (another array type
+        would make numba compile the whole kernel a second time)."""
+        joined = np.concatenate([getattr(block, name)[offset : offset + length]
+                                 for (block, offset), length in zip(draws, lengths, strict=True)])
+        joined.flags.writeable = False
+        return joined
 
     n_t = first.config.n_e + first.config.n_i
     spikes = np.empty((step_ptr[-1] if record else 0, n_t), dtype=bool)
