@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,24 @@ def test_bad_input_fails_the_command_not_the_worker(setup):
     assert pool.call(carol, "store", text="still alive")["episode_id"] > 0
     with pytest.raises(ValueError):
         pool.submit(carol, "drop_tables")
+
+
+def test_commands_submitted_from_many_threads_are_each_answered_once_in_user_order(setup):
+    pool, _, _ = setup
+    store = Store(pool.settings.db_path)
+    writers = [store.create_user(f"writer{i}", "hash") for i in range(4)]
+
+    def write(user: int) -> list:
+        return [pool.submit(user, "store", text=f"note {n} of {user}") for n in range(25)]
+
+    with ThreadPoolExecutor(len(writers)) as threads:  # submitting at the same time
+        submitted = list(threads.map(write, writers))
+    for user, futures in zip(writers, submitted, strict=True):
+        episode_ids = [future.result(timeout=60)["episode_id"] for future in futures]
+        assert episode_ids == sorted(set(episode_ids))
+        assert [e["text"] for e in store.iter_episodes(user)] == [
+            f"note {n} of {user}" for n in range(25)]
+    store.close()
 
 
 def test_a_killed_worker_fails_its_pending_requests_and_is_replaced(tmp_path):

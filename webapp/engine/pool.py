@@ -19,12 +19,12 @@ import hashlib
 import itertools
 import logging
 import multiprocessing
-import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import lru_cache
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -49,13 +49,47 @@ STARTUP_SECONDS = 120.0
 BULK_OPS, BULK_SECONDS = frozenset({"import", "export"}), 600.0
 
 
+class _Outbox:
+    """The messages waiting for one sender thread, taken all at once. Its callers hold the
+    pool's lock, so a message costs one list append; only the first message into an empty
+    outbox wakes the sender. (A queue.Queue cost a Condition round trip per message on
+    each side, ~1.5 us of the web process's ~17 us CPU per store.)"""
+
+    def __init__(self, lock: threading.Lock):
+        self._lock = lock
+        self._messages: list = []
+        self._nonempty = threading.Lock()  # held while there is nothing to take
+        self._nonempty.acquire()
+
+    def put(self, message) -> None:
+        """Add a message (the caller holds the pool's lock)."""
+        self._messages.append(message)
+        if len(self._messages) == 1:
+            self._nonempty.release()
+
+    def take(self) -> list:
+        """Wait until there are messages, then take them all, in order."""
+        self._nonempty.acquire()
+        with self._lock:
+            messages, self._messages = self._messages, []
+        return messages
+
+
+@lru_cache(maxsize=1 << 16)
+def _worker_index(user_id: int, workers: int) -> int:
+    """Stable across restarts and machines (unlike hash()), so a user stays put. Cached, as
+    it is asked once per command: 0.5 us hashed, 0.06 us cached."""
+    digest = hashlib.blake2b(str(user_id).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % workers
+
+
 class _Slot:
     """One worker position: the current process and its plumbing."""
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, lock: threading.Lock):
         self.index = index
         self.process: multiprocessing.process.BaseProcess | None = None
-        self.outbox: queue.Queue = queue.Queue()
+        self.outbox = _Outbox(lock)
         self.started_at = 0.0
         self.heard_at = 0.0  # the worker's last message (result or event)
         self.answered = False  # the current process has answered once: it has started
@@ -80,10 +114,10 @@ class EnginePool:
         self.hang_seconds = hang_seconds
         self.restarts = 0
         self._ctx = multiprocessing.get_context(start_method)
-        self._slots = [_Slot(i) for i in range(workers)]
+        self._lock = threading.Lock()
+        self._slots = [_Slot(i, self._lock) for i in range(workers)]
         self._pending: dict[int, tuple[int, Future]] = {}
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
         self._closing = False
         self._stop_watching = threading.Event()
 
@@ -98,15 +132,27 @@ class EnginePool:
 
     def worker_index(self, user_id: int) -> int:
         """Stable across restarts and machines (unlike hash()), so a user stays put."""
-        digest = hashlib.blake2b(str(user_id).encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") % len(self._slots)
+        return _worker_index(user_id, len(self._slots))
 
     def submit(self, user_id: int, op: str, **args: Any) -> Future:
+        return self._submit(user_id, op, args)[1]
+
+    def call(self, user_id: int, op: str, timeout: float = 30.0, **args: Any) -> Any:
+        """Run one command and wait for its result; raises EngineError on any failure."""
+        request_id, future = self._submit(user_id, op, args)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise EngineError("timeout", "The memory engine did not answer in time.") from None
+
+    def _submit(self, user_id: int, op: str, args: dict) -> tuple[int, Future]:
+        """(request id, future) of a command sent to the user's worker."""
         future: Future = Future()
         request_id = next(self._ids)
-        future.request_id = request_id  # type: ignore[attr-defined]
         cmd = protocol.command(request_id, user_id, op, args)
-        slot = self._slots[self.worker_index(user_id)]
+        slot = self._slots[_worker_index(user_id, len(self._slots))]
         allowance = max(self.hang_seconds, BULK_SECONDS) if op in BULK_OPS else self.hang_seconds
         with self._lock:
             if self._closing:
@@ -115,17 +161,7 @@ class EnginePool:
             # Owed until answered, even after its caller stopped waiting.
             slot.owed[request_id] = (time.monotonic(), allowance)
             slot.outbox.put(cmd)
-        return future
-
-    def call(self, user_id: int, op: str, timeout: float = 30.0, **args: Any) -> Any:
-        """Run one command and wait for its result; raises EngineError on any failure."""
-        future = self.submit(user_id, op, **args)
-        try:
-            return future.result(timeout=timeout)
-        except FutureTimeout:
-            with self._lock:
-                self._pending.pop(future.request_id, None)  # type: ignore[attr-defined]
-            raise EngineError("timeout", "The memory engine did not answer in time.") from None
+        return request_id, future
 
     def worker_pids(self) -> list[int | None]:
         return [slot.process.pid if slot.process else None for slot in self._slots]
@@ -178,22 +214,19 @@ class EnginePool:
                          name=f"engine-{slot.index}-receive", daemon=True).start()
 
     @staticmethod
-    def _send_loop(conn, outbox: queue.Queue) -> None:
+    def _send_loop(conn, outbox: _Outbox) -> None:
         """Send everything the outbox holds in one frame (protocol.pack) until stopped; a
-        None (the worker is to stop) is forwarded as the frame's last message."""
+        None (the worker is to stop) is forwarded as the frame's last message. Nothing is
+        put after a None or a _STOP_SENDER (the worker died: what queued is dropped)."""
         while True:
-            frame = [outbox.get()]
-            while frame[-1] is not None and frame[-1] is not _STOP_SENDER \
-                    and not outbox.empty():  # this thread is the only reader
-                frame.append(outbox.get_nowait())
-            last = frame[-1]
-            messages = frame[:-1] if last is _STOP_SENDER else frame
+            messages = outbox.take()
+            if messages[-1] is _STOP_SENDER:
+                return
             try:
-                if messages:
-                    conn.send_bytes(protocol.pack(messages))
+                conn.send_bytes(protocol.pack(messages))
             except OSError:  # the worker died; the receiver handles it
                 return
-            if last is None or last is _STOP_SENDER:
+            if messages[-1] is None:
                 return
 
     def _receive_loop(self, conn, slot: _Slot, process) -> None:
@@ -203,13 +236,10 @@ class EnginePool:
             except (EOFError, OSError):
                 break
             slot.heard_at = time.monotonic()
-            results = [msg for msg in messages if msg["type"] == "result"]
-            if results:
-                self._resolve(slot, results)
-            if self.on_event is not None and len(results) < len(messages):
-                for msg in messages:
-                    if msg["type"] != "result":
-                        self._forward(msg)
+            events = self._resolve(slot, messages)
+            if events and self.on_event is not None:
+                for event in events:
+                    self._forward(event)
         conn.close()
         self._restart(slot, process)
 
@@ -219,21 +249,25 @@ class EnginePool:
         except Exception:
             log.exception("engine event handler failed")
 
-    def _resolve(self, slot: _Slot, results: list[dict]) -> None:
+    def _resolve(self, slot: _Slot, messages: list[dict]) -> list[dict]:
+        """Settle the futures of the results among `messages`; the others (events)."""
+        answered, events = [], []
         with self._lock:
-            slot.answered = True
-            entries = []
-            for msg in results:
+            for msg in messages:
+                if msg["type"] != "result":
+                    events.append(msg)
+                    continue
+                slot.answered = True
                 slot.owed.pop(msg["id"], None)
-                entries.append(self._pending.pop(msg["id"], None))
-        for msg, entry in zip(results, entries, strict=True):
-            if entry is None:  # its caller timed out already
-                continue
-            future = entry[1]
+                entry = self._pending.pop(msg["id"], None)
+                if entry is not None:  # else its caller timed out already
+                    answered.append((entry[1], msg))
+        for future, msg in answered:
             if msg["ok"]:
                 future.set_result(msg["result"])
             else:
                 future.set_exception(EngineError(msg["error"]["code"], msg["error"]["message"]))
+        return events
 
     def _restart(self, slot: _Slot, process) -> None:
         process.join(1.0)
@@ -243,7 +277,7 @@ class EnginePool:
             failed = [rid for rid, (index, _) in self._pending.items() if index == slot.index]
             futures = [self._pending.pop(rid)[1] for rid in failed]
             slot.outbox.put(_STOP_SENDER)
-            slot.outbox = queue.Queue()  # commands queued for the dead worker are dropped
+            slot.outbox = _Outbox(self._lock)  # commands queued for the dead worker are dropped
             slot.owed.clear()
             slot.process = None  # down until relaunched
             self.restarts += 1
