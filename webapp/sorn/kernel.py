@@ -200,11 +200,10 @@ def _run(
     fired = np.empty(n_t, np.intp)
     drive = np.empty(n_t)
     inhibition = np.empty(n_e + 1)
-    work = np.empty((3, n_e + 1))  # scratch rows for the plasticity rules
+    work = np.zeros((4, n_e + 1))  # scratch rows for the plasticity rules (STDP: row 3 at 0)
     growth = np.empty(sums.size)
     driven_at = np.full(n_e, -1, np.intp)
     fired_before = np.zeros(n_e, np.bool_)  # E units that fired at t, for STDP
-    reached_at = np.full(n_e, -1, np.intp)  # the last step iSTDP computed a post's change
     for k in range(n_steps):
         split_prev = 0
         while split_prev < n_prev and prev[split_prev] < n_e:
@@ -223,7 +222,7 @@ def _run(
             filled = _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
                             sums, thresholds, state, prev, split_prev, n_prev, fired, split,
                             add_synapse[offset + k], candidates[offset + k],
-                            fallback[offset + k], growth, work, fired_before, reached_at, k)
+                            fallback[offset + k], growth, work, fired_before)
         row = (t + k) % counts.shape[0]
         counts[row, 0] = split
         counts[row, 1] = n_fired - split
@@ -306,7 +305,7 @@ def _drive_from_new_e(n_e, ie_w, scales, thresholds, noise, sigma, drive):
 @_compile
 def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
            state, prev, split_prev, n_prev, fired, split, add_synapse, candidates, fallback,
-           growth, work, fired_before, reached_at, k):
+           growth, work, fired_before):
     """IP, STDP, structural plasticity, iSTDP and normalization, in network's order.
     Returns the new synapse count of the row a synapse was added to (0 if none was)."""
     n_e = rules.n_e
@@ -332,7 +331,7 @@ def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums
             growth[post] += rules.w_new
     if rules.istdp and n_prev > split_prev:
         _istdp(rules, ei_post, ei_count, ei_w, scales, state, prev[split_prev:n_prev], n_t,
-               growth, work, reached_at, k)
+               growth, work)
     if rules.normalization:
         for unit in range(growth.size):
             total = growth[unit] + sums[unit]
@@ -349,23 +348,27 @@ def _stdp(rules, ee_post, ee_w, ee_count, scales, state, fired_before, e_prev, e
     """Potentiation of (e_prev -> e_fired): the rows of e_prev, slots whose post fires now;
     then depression of (e_fired -> e_prev): the rows of e_fired, slots whose post fired at
     t. Per post the changes add up over the rows in index order, as numpy's column sums.
-    A pruned synapse's slot takes the row's last one, which is looked at next."""
+    Potentiation adds each slot its post's gain, 0.0 where the post did not fire (weights
+    are >= 0, so adding 0.0 changes no bit): no branch to mispredict per slot. A pruned
+    synapse's slot takes the row's last one, which is looked at next."""
     eta = rules.eta_stdp
     change = work[0]  # per unit: its column's change, row after row
     step = work[1]  # per unit: η in its raw units, as numpy divides it
+    gain = work[3]  # step[b] where b fires, else 0.0 (adding 0.0 changes no weight)
     for b in e_fired:
         step[b] = eta / scales[b]
+        gain[b] = step[b]
         change[b] = 0.0
     for a in e_prev:
         posts = ee_post[a]
         weights = ee_w[a]
         for slot in range(ee_count[a]):
             b = posts[slot]
-            if state[b]:
-                weights[slot] = weights[slot] + step[b]
-                change[b] += step[b]
+            weights[slot] = weights[slot] + gain[b]
+            change[b] += gain[b]
     for b in e_fired:
         growth[b] = change[b] * scales[b]
+        gain[b] = 0.0
     prune = work[2]
     for p in e_prev:
         fired_before[p] = True
@@ -474,24 +477,23 @@ def write_dense(ee_post, ee_w, ee_count, pres, w_out, gate_out):
 
 
 @_compile
-def _istdp(rules, ei_post, ei_count, ei_w, scales, state, i_prev, n_t, growth, work,
-           reached_at, k):
+def _istdp(rules, ei_post, ei_count, ei_w, scales, state, i_prev, n_t, growth, work):
     """iSTDP on the slot rows of the I units that fired at t (i_prev holds n_e + index).
-    The change and floor in raw units of a post are computed once per step (step k) for
-    the posts a fired unit reaches: the same bits as numpy's per-post arrays."""
+    The change and floor in raw units of every post are computed once per step, the same
+    bits as numpy's per-post arrays (a fired I unit reaches a fifth of the posts, and
+    several fire in a step: computing them all is as quick as finding those reached)."""
     n_e = rules.n_e
     change, shift, floor = work[0], work[1], work[2]
     change[:] = 0.0
+    for post in range(n_e):  # every post: a fired I unit reaches most of them anyway
+        after = 1.0 if state[post] else 0.0
+        scale = scales[n_t + post]
+        shift[post] = (after * rules.istdp_rise - rules.eta_istdp) / scale
+        floor[post] = rules.istdp_floor / scale
     for unit in i_prev:
         pre = unit - n_e
         for slot in range(ei_count[pre]):
             post = ei_post[pre, slot]
-            if reached_at[post] != k:
-                reached_at[post] = k
-                after = 1.0 if state[post] else 0.0
-                scale = scales[n_t + post]
-                shift[post] = (after * rules.istdp_rise - rules.eta_istdp) / scale
-                floor[post] = rules.istdp_floor / scale
             old = ei_w[pre, slot]
             new = old + shift[post]
             if new < floor[post]:
