@@ -200,10 +200,11 @@ def _run(
     fired = np.empty(n_t, np.intp)
     drive = np.empty(n_t)
     inhibition = np.empty(n_e + 1)
-    work = np.zeros((4, n_e + 1))  # scratch rows for the plasticity rules (STDP: row 3 at 0)
+    work = np.empty((3, n_e + 1))  # scratch rows for iSTDP
+    stdp_work = np.zeros((3, n_e))  # STDP's, with the values it needs on entry (see _stdp)
+    stdp_work[2] = -1.0
     growth = np.empty(sums.size)
     driven_at = np.full(n_e, -1, np.intp)
-    fired_before = np.zeros(n_e, np.bool_)  # E units that fired at t, for STDP
     for k in range(n_steps):
         split_prev = 0
         while split_prev < n_prev and prev[split_prev] < n_e:
@@ -222,7 +223,7 @@ def _run(
             filled = _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
                             sums, thresholds, state, prev, split_prev, n_prev, fired, split,
                             add_synapse[offset + k], candidates[offset + k],
-                            fallback[offset + k], growth, work, fired_before)
+                            fallback[offset + k], growth, work, stdp_work)
         row = (t + k) % counts.shape[0]
         counts[row, 0] = split
         counts[row, 1] = n_fired - split
@@ -305,7 +306,7 @@ def _drive_from_new_e(n_e, ie_w, scales, thresholds, noise, sigma, drive):
 @_compile
 def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
            state, prev, split_prev, n_prev, fired, split, add_synapse, candidates, fallback,
-           growth, work, fired_before):
+           growth, work, stdp_work):
     """IP, STDP, structural plasticity, iSTDP and normalization, in network's order.
     Returns the new synapse count of the row a synapse was added to (0 if none was)."""
     n_e = rules.n_e
@@ -317,8 +318,8 @@ def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums
             thresholds[fired[r]] += rules.eta_ip
     growth[:] = 0.0
     if rules.stdp and split_prev and split:
-        _stdp(rules, ee_post, ee_w, ee_count, scales, state, fired_before, prev[:split_prev],
-              fired[:split], growth, work)
+        _stdp(rules, ee_post, ee_w, ee_count, scales, prev[:split_prev], fired[:split], growth,
+              stdp_work)
     filled = 0
     if rules.structural and add_synapse < rules.p_add:
         pre, post = _free_place(ee_post, ee_count, n_e, candidates, fallback)
@@ -343,37 +344,36 @@ def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums
 
 
 @_compile
-def _stdp(rules, ee_post, ee_w, ee_count, scales, state, fired_before, e_prev, e_fired,
-          growth, work):
+def _stdp(rules, ee_post, ee_w, ee_count, scales, e_prev, e_fired, growth, work):
     """Potentiation of (e_prev -> e_fired): the rows of e_prev, slots whose post fires now;
     then depression of (e_fired -> e_prev): the rows of e_fired, slots whose post fired at
     t. Per post the changes add up over the rows in index order, as numpy's column sums.
-    Potentiation adds each slot its post's gain, 0.0 where the post did not fire (weights
-    are >= 0, so adding 0.0 changes no bit): no branch to mispredict per slot. A pruned
-    synapse's slot takes the row's last one, which is looked at next."""
+    Every slot of those rows adds its post's step, which is 0.0 where the post did not
+    fire then (weights are >= 0, so adding or taking 0.0 changes no bit), and such a post's
+    prune threshold is -1 (never reached): no branch to mispredict per slot. A pruned
+    synapse's slot takes the row's last one, which is looked at next. `work` must hold
+    0.0, 0.0, -1.0 in its three rows on entry, as it does on return."""
     eta = rules.eta_stdp
     change = work[0]  # per unit: its column's change, row after row
-    step = work[1]  # per unit: η in its raw units, as numpy divides it
-    gain = work[3]  # step[b] where b fires, else 0.0 (adding 0.0 changes no weight)
+    step = work[1]  # per unit: η in its raw units if the unit fired (as numpy divides), else 0
+    prune = work[2]  # per unit: the prune threshold in its raw units if it fired, else -1
     for b in e_fired:
         step[b] = eta / scales[b]
-        gain[b] = step[b]
         change[b] = 0.0
     for a in e_prev:
         posts = ee_post[a]
         weights = ee_w[a]
         for slot in range(ee_count[a]):
             b = posts[slot]
-            weights[slot] = weights[slot] + gain[b]
-            change[b] += gain[b]
+            weights[slot] = weights[slot] + step[b]
+            change[b] += step[b]
     for b in e_fired:
         growth[b] = change[b] * scales[b]
-        gain[b] = 0.0
-    prune = work[2]
+        step[b] = 0.0
     for p in e_prev:
-        fired_before[p] = True
         step[p] = eta / scales[p]
-        prune[p] = rules.prune_threshold / scales[p]
+        if rules.structural:
+            prune[p] = rules.prune_threshold / scales[p]
         change[p] = 0.0
     for f in e_fired:
         posts = ee_post[f]
@@ -382,24 +382,24 @@ def _stdp(rules, ee_post, ee_w, ee_count, scales, state, fired_before, e_prev, e
         slot = 0
         while slot < count:
             p = posts[slot]
-            if fired_before[p]:
-                old = weights[slot]
-                new = old - step[p]
-                if new < 0.0:
-                    new = 0.0
-                if rules.structural and new <= prune[p]:
-                    change[p] += 0.0 - old
-                    count -= 1
-                    posts[slot] = posts[count]
-                    weights[slot] = weights[count]
-                    continue
-                weights[slot] = new
-                change[p] += new - old
+            old = weights[slot]
+            new = old - step[p]
+            if new < 0.0:
+                new = 0.0
+            if new <= prune[p]:
+                change[p] += 0.0 - old
+                count -= 1
+                posts[slot] = posts[count]
+                weights[slot] = weights[count]
+                continue
+            weights[slot] = new
+            change[p] += new - old
             slot += 1
         ee_count[f] = count
     for p in e_prev:
-        fired_before[p] = False
         growth[p] += change[p] * scales[p]
+        step[p] = 0.0
+        prune[p] = -1.0
 
 
 @_compile
