@@ -242,13 +242,13 @@ def _list_fired(state, n_e, fired):
     (Counts come back from a call so that numba types them as plain ints, not as the
     literal 0 a counter starts from, which would compile each callee twice.)"""
     n_fired = 0
-    split = 0
-    for unit in range(state.size):
-        if state[unit]:
-            fired[n_fired] = unit
-            n_fired += 1
-            if unit < n_e:
-                split = n_fired
+    for unit in range(n_e):  # every unit is written, the count moves on where one fires:
+        fired[n_fired] = unit  # no branch to mispredict
+        n_fired += state[unit]
+    split = n_fired
+    for unit in range(n_e, state.size):
+        fired[n_fired] = unit
+        n_fired += state[unit]
     return n_fired, split
 
 
