@@ -1,11 +1,26 @@
 """The SQLite store: users, conversations and messages, all scoped to one user."""
 
 import sqlite3
+from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from webapp.memory import Store
-from webapp.memory.store import NewEpisode
+from webapp.memory.store import _MIGRATIONS, NewEpisode, _packed
+from webapp.memory.tokenizer import token_id
+
+
+def database_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A database as the code of schema `version` created it: its migrations' DDL."""
+    conn = sqlite3.connect(path)
+    for script in _MIGRATIONS[:version]:
+        conn.executescript(script)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    conn.commit()
+    return conn
 
 
 def test_users_are_created_found_and_unique(store):
@@ -75,7 +90,7 @@ def test_postings_survive_many_blocks_and_deletes(store):
 def test_database_uses_wal_and_a_versioned_schema(tmp_path):
     Store(tmp_path / "m.db").close()
     reopened = Store(tmp_path / "m.db")
-    assert reopened.schema_version() == 3
+    assert reopened.schema_version() == len(_MIGRATIONS) == 4
     conn = sqlite3.connect(tmp_path / "m.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.execute("UPDATE schema_version SET version = 99")
@@ -117,15 +132,12 @@ def test_sessions_are_stored_hashed_and_expired_ones_are_purged(store, tmp_path)
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_users(tmp_path):
-    Store(tmp_path / "m.db").close()
-    conn = sqlite3.connect(tmp_path / "m.db")
-    conn.execute("DROP TABLE sessions")  # as the first schema left it
-    conn.execute("UPDATE schema_version SET version = 1")
+    conn = database_at_version(tmp_path / "m.db", 1)
     conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES ('ada', 'h', 0)")
     conn.commit()
     conn.close()
     migrated = Store(tmp_path / "m.db")
-    assert migrated.schema_version() == 3
+    assert migrated.schema_version() == len(_MIGRATIONS)
     ada = migrated.get_user("ada")["id"]
     migrated.create_session(ada, "token", lifetime=60)
     assert migrated.session_user("token", lifetime=60)["username"] == "ada"
@@ -133,22 +145,14 @@ def test_a_version_1_database_is_migrated_and_keeps_its_users(tmp_path):
 
 
 def test_a_version_2_database_with_twin_external_ids_keeps_both_episodes_and_one_id(tmp_path):
-    store = Store(tmp_path / "m.db")
-    ada = store.create_user("ada", "h")
-    (first,) = store.add_episodes(ada, [NewEpisode(text="Ada keeps bees", tokens=["ada"],
-                                                   external_id="message:1")])
-    store.close()
-    conn = sqlite3.connect(tmp_path / "m.db")  # as schema 2 allowed: a retried store's twin
-    conn.execute("DROP INDEX episodes_by_external_id")
-    conn.execute("CREATE INDEX episodes_by_external_id ON episodes(user_id, external_id)")
-    conn.execute("INSERT INTO episodes (user_id, role, text, tokens, timestamp, importance, "
-                 "external_id, seq) SELECT user_id, role, text, tokens, timestamp, importance, "
-                 "external_id, seq + 1 FROM episodes")
-    conn.execute("UPDATE schema_version SET version = 2")
+    conn = database_at_version(tmp_path / "m.db", 2)
+    ada = conn.execute("INSERT INTO users (username, password_hash, created_at) "
+                       "VALUES ('ada', 'h', 0)").lastrowid
+    first, _ = write_indexed_episodes(conn, ada, [["ada"], ["ada"]], "message:1")  # twins
     conn.commit()
     conn.close()
     migrated = Store(tmp_path / "m.db")
-    assert migrated.schema_version() == 3
+    assert migrated.schema_version() == len(_MIGRATIONS)
     assert [e["external_id"] for e in migrated.iter_episodes(ada)] == ["message:1", None]
     again = NewEpisode(text="Ada keeps bees", tokens=["ada"], external_id="message:1")
     assert migrated.add_episodes_many([(ada, again)]) == [first] and again.duplicate_of == first
@@ -182,3 +186,67 @@ def test_messages_added_together_are_stored_in_order_all_or_none(store):
     assert len(store.list_messages(ada, conversation)) == 4
     assert [m.get("meta", "left out") for m in store.list_messages(ada, conversation, meta=False)
             ] == ["left out"] * 4
+
+
+def write_indexed_episodes(conn: sqlite3.Connection, user_id: int, token_lists: list[list[str]],
+                           external_id: str | None = None) -> list[int]:
+    """Episodes, their postings and totals written as schema 3 and before wrote them: every
+    episode's postings in the blocks (fewer than a block's worth per token here)."""
+    ids = [conn.execute("INSERT INTO episodes (user_id, role, text, tokens, timestamp, "
+                        "importance, external_id, seq) VALUES (?, 'user', ?, ?, 0, 0.5, ?, ?)",
+                        (user_id, " ".join(tokens), " ".join(tokens), external_id, seq)).lastrowid
+           for seq, tokens in enumerate(token_lists, 1)]
+    postings: dict[str, list] = {}
+    for episode_id, tokens in zip(ids, token_lists, strict=True):
+        for token, tf in Counter(tokens).items():
+            postings.setdefault(token, []).append((episode_id, tf, len(tokens)))
+    for token, entries in postings.items():
+        conn.execute("INSERT INTO postings (user_id, token_id, first_episode, data) "
+                     "VALUES (?, ?, ?, ?)", (user_id, token_id(token), entries[0][0],
+                                                _packed(entries)))
+    conn.execute("INSERT INTO memory_totals (user_id, episodes, tokens, last_seq, traced) "
+                 "VALUES (?, ?, ?, ?, 0)", (user_id, len(ids),
+                                            sum(map(len, token_lists)), len(ids)))
+    return ids
+
+
+def test_a_version_3_database_upgrades_in_place_with_everything_indexed(tmp_path):
+    conn = database_at_version(tmp_path / "m.db", 3)
+    ada = conn.execute("INSERT INTO users (username, password_hash, created_at) "
+                       "VALUES ('ada', 'h', 0)").lastrowid
+    old = write_indexed_episodes(conn, ada, [["cat", "tea"], ["cat", "cat"], ["rain"]])
+    conn.execute("UPDATE memory_totals SET traced = 2, trace_sum = ? WHERE user_id = ?",
+                 (np.array([4, 2], dtype="<i8").tobytes(), ada))
+    conn.commit()
+    conn.close()
+    migrated = Store(tmp_path / "m.db")
+    assert migrated.schema_version() == len(_MIGRATIONS)
+    assert migrated.postings(ada, ["cat"])["cat"].tolist() == [(old[0], 1, 2), (old[1], 2, 2)]
+    assert migrated.totals(ada) == (3, 5)
+    assert migrated.mean_trace(ada).tolist() == [2.0, 1.0]
+    (new,) = migrated.add_episodes_many([(ada, NewEpisode("cat", ["cat"], trace=b"\x02\x02"))])
+    assert migrated.postings(ada, ["cat"])["cat"]["episode"].tolist() == [*old[:2], new]
+    assert migrated.mean_trace(ada).tolist() == [2.0, 4 / 3]
+    assert [e["id"] for e in migrated.iter_episodes(ada, after_id=old[0])] == [*old[1:], new]
+    assert migrated.last_episode_id(ada) == new
+    twin = NewEpisode("again", ["again"], external_id="message:1")
+    assert migrated.add_episodes_many([(ada, twin)]) == migrated.add_episodes_many([(ada, twin)])
+    migrated.close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    indexes = {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'episodes'")}
+    conn.close()
+    assert indexes == {"episodes_by_seq", "episodes_by_importance", "episodes_by_external_id"}
+
+
+def test_episodes_are_listed_after_an_id_even_when_that_episode_is_gone(store):
+    ada, bob = store.create_user("ada", "h"), store.create_user("bob", "h")
+    ids = [store.add_episodes_many([(ada, NewEpisode(str(i), [str(i)])),
+                                    (bob, NewEpisode(str(i), [str(i)]))])[0] for i in range(6)]
+    store.delete_episode(ada, ids[2])
+    assert [e["id"] for e in store.iter_episodes(ada, after_id=ids[2], batch=2)] == ids[3:]
+    assert [e["id"] for e in store.iter_episodes(ada, batch=4)] == ids[:2] + ids[3:]
+    assert list(store.iter_episodes(ada, after_id=ids[-1])) == []
+    store.delete_episode(ada, ids[-1])
+    assert store.last_episode_id(ada) == ids[-2]
+    assert store.last_episode_id(store.create_user("cy", "h")) == 0

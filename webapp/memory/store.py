@@ -12,6 +12,14 @@ up to `BLOCK_SIZE` postings (episode id, term count, episode length) packed as o
 BLOB per block. A query reads one row per block of its tokens, so recall costs
 grow with the postings of the query's tokens, never with a scan of the episodes, and
 an idle user's index stays on disk.
+
+A store writes no postings: a user's newest episodes, those after `indexed_seq` in the
+user's `memory_totals` row (the "tail", at most `TAIL_POSITIONS` positions), are read
+from their `tokens` column by every postings read, in the same snapshot as the blocks,
+and a write merges a user's tail into the blocks once it spans `TAIL_POSITIONS`. A
+group commit of many users' stores thus dirties few pages per user (its episode row, the
+indexes, its totals), and the postings of a user's tail are written in one go, on the
+pages of that user's blocks, instead of a block row per token per store.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import numpy as np
 from webapp.memory.tokenizer import token_id
 
 BLOCK_SIZE = 128
+TAIL_POSITIONS = 32  # positions a user's unindexed tail spans before a write merges it
 POSTING = np.dtype([("episode", "<i8"), ("tf", "<u2"), ("length", "<u2")])
 Block = tuple[int, bytes]  # a postings block: its first episode id, its packed POSTING entries
 _POSTING_STRUCT = struct.Struct("<qHH")  # one POSTING entry, packed without numpy
@@ -126,6 +135,39 @@ _MIGRATIONS: list[str] = [
         WHERE twin.user_id = episodes.user_id AND twin.external_id = episodes.external_id);
     DROP INDEX episodes_by_external_id;
     CREATE UNIQUE INDEX episodes_by_external_id ON episodes(user_id, external_id);
+    """,
+    # 4: a store writes no postings: a user's tail (the episodes after `indexed_seq`) is
+    # read from the episodes (see the module docstring); everything stored before is
+    # indexed. The sum of the traces counts the indexed episodes only and moves to a table
+    # of its own, so that the totals row a group commit rewrites per user is short. Every
+    # index of episodes costs a page per user in each group commit, so the ones no query
+    # needs go: (user_id, id) orders as (user_id, seq) does, no query looks episodes up by
+    # conversation, and only episodes with an external id are looked up by it.
+    """
+    CREATE TABLE memory_traces (
+        user_id INTEGER PRIMARY KEY,
+        traced INTEGER NOT NULL,
+        trace_sum BLOB NOT NULL
+    );
+    INSERT INTO memory_traces (user_id, traced, trace_sum)
+        SELECT user_id, traced, trace_sum FROM memory_totals WHERE trace_sum IS NOT NULL;
+    CREATE TABLE memory_totals_4 (
+        user_id INTEGER PRIMARY KEY,
+        episodes INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        faded_at REAL,
+        indexed_seq INTEGER NOT NULL
+    );
+    INSERT INTO memory_totals_4 (user_id, episodes, tokens, last_seq, faded_at, indexed_seq)
+        SELECT user_id, episodes, tokens, last_seq, faded_at, last_seq FROM memory_totals;
+    DROP TABLE memory_totals;
+    ALTER TABLE memory_totals_4 RENAME TO memory_totals;
+    DROP INDEX episodes_by_user;
+    DROP INDEX episodes_by_conversation;
+    DROP INDEX episodes_by_external_id;
+    CREATE UNIQUE INDEX episodes_by_external_id ON episodes(user_id, external_id)
+        WHERE external_id IS NOT NULL;
     """,
 ]
 
@@ -257,6 +299,20 @@ class Store:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that must see one state of the database: a read transaction (or the
+        write's, inside one)."""
+        conn = self._connection()
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -513,29 +569,19 @@ class Store:
         """Remove an episode and its postings; False when the user has no such episode."""
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT tokens, trace FROM episodes WHERE user_id = ? AND id = ?",
+                "SELECT seq, tokens, trace FROM episodes WHERE user_id = ? AND id = ?",
                 (user_id, episode_id),
             ).fetchone()
             if row is None:
                 return False
             tokens = _tokens(row["tokens"])
-            for token in set(tokens):
-                block = conn.execute(
-                    "SELECT first_episode, data FROM postings WHERE user_id = ? AND token_id = ? "
-                    "AND first_episode <= ? ORDER BY first_episode DESC LIMIT 1",
-                    (user_id, token_id(token), episode_id),
-                ).fetchone()
-                entries = np.frombuffer(block["data"], dtype=POSTING)
-                kept = entries[entries["episode"] != episode_id]
-                key = (user_id, token_id(token), block["first_episode"])
-                conn.execute("DELETE FROM postings WHERE user_id = ? AND token_id = ? "
-                             "AND first_episode = ?", key)
-                if len(kept):
-                    conn.execute("INSERT INTO postings (user_id, token_id, first_episode, data) "
-                                 "VALUES (?, ?, ?, ?)",
-                                 (user_id, key[1], int(kept["episode"][0]), kept.tobytes()))
             totals = _Totals.read(conn, user_id)
-            totals.add(1, len(tokens), [] if row["trace"] is None else [row["trace"]], -1)
+            if row["seq"] <= totals.indexed_seq:  # a tail episode is not indexed yet
+                _remove_postings(conn, user_id, episode_id, set(tokens))
+                if row["trace"] is not None:
+                    _add_indexed_traces(conn, user_id, [row["trace"]], -1)
+            totals.episodes -= 1
+            totals.tokens -= len(tokens)
             totals.write(conn, user_id)
             conn.execute("DELETE FROM episodes WHERE user_id = ? AND id = ?",
                          (user_id, episode_id))
@@ -550,18 +596,29 @@ class Store:
     def posting_blocks(self, user_id: int, since: dict[str, int]) -> dict[str, list[Block]]:
         """Each token's postings blocks as (first episode, packed POSTING entries), in order,
         from the block that starts at episode since[token] on (0: all of them); tokens
-        without such blocks are left out. A caller that keeps the blocks it read rereads
-        only the last one, the one a store appends to."""
-        conn = self._connection()
+        without such blocks are left out. The last block ends with the postings of the
+        user's tail (so it may hold more than BLOCK_SIZE), just as a merge appends them,
+        so a caller that keeps the blocks it read rereads only the last one: stores and
+        merges only append to it and after it."""
         blocks = {}
-        for token, first in since.items():
-            rows = conn.execute(
-                "SELECT first_episode, data FROM postings WHERE user_id = ? AND token_id = ? "
-                "AND first_episode >= ? ORDER BY first_episode",
-                (user_id, token_id(token), first),
-            ).fetchall()
-            if rows:
-                blocks[token] = [(row[0], row[1]) for row in rows]
+        with self._snapshot() as conn:  # the tail and the blocks it is not merged into
+            tail = defaultdict(list)
+            wanted = set(since)
+            for episode_id, column in _tail(conn, user_id, _indexed_seq(conn, user_id),
+                                            "id, tokens"):
+                tokens = _tokens(column)
+                for token in wanted.intersection(tokens):
+                    tail[token].append(_posting(episode_id, tokens, tokens.count(token)))
+            for token, first in since.items():
+                rows = [(row[0], row[1]) for row in conn.execute(
+                    "SELECT first_episode, data FROM postings WHERE user_id = ? "
+                    "AND token_id = ? AND first_episode >= ? ORDER BY first_episode",
+                    (user_id, token_id(token), first))]
+                if token in tail:
+                    start, data = rows.pop() if rows else (tail[token][0][0], b"")
+                    rows.append((start, data + _packed(tail[token])))
+                if rows:
+                    blocks[token] = rows
         return blocks
 
     def totals(self, user_id: int) -> tuple[int, int]:
@@ -571,10 +628,16 @@ class Store:
 
     def mean_trace(self, user_id: int) -> np.ndarray | None:
         """The average network trace of the user's episodes (None before the first)."""
-        totals = _Totals.read(self._connection(), user_id)
-        if totals.trace_sum is None or not totals.traced:
+        with self._snapshot() as conn:  # the tail and the sum it is not counted in
+            traced, trace_sum = _indexed_traces(conn, user_id)
+            tail = [trace for (trace,) in _tail(conn, user_id, _indexed_seq(conn, user_id),
+                                                "trace") if trace is not None]
+        if tail:
+            counts = _trace_counts(tail)
+            trace_sum = counts if trace_sum is None else trace_sum + counts
+        if not traced + len(tail):
             return None
-        return totals.trace_sum / totals.traced
+        return trace_sum / (traced + len(tail))
 
     def episodes_near(self, user_id: int, episode_ids: Iterable[int],
                       width: int) -> list[tuple]:
@@ -604,24 +667,35 @@ class Store:
         if not ids:
             return {}
         rows = self._connection().execute(
-            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE user_id = ? AND id IN ({_marks(ids)})",
+            # "+user_id": look the ids up by primary key (not the user's whole index)
+            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE +user_id = ? "
+            f"AND id IN ({_marks(ids)})",
             (user_id, *ids),
         )
         return {row["id"]: _episode_row(row) for row in rows}
 
     def iter_episodes(self, user_id: int, after_id: int = 0, batch: int = 1000) -> Iterator[dict]:
-        """The user's episodes in id order, starting after `after_id`, read in batches."""
+        """The user's episodes in id order, starting after `after_id`, read in batches.
+        A user's positions (seq) grow with the ids, so this walks the (user_id, seq) index:
+        down to the last episode up to `after_id`, then up in batches."""
+        conn = self._connection()
+        row = conn.execute(
+            # "+id": find it by walking the user's positions, not every id up to after_id
+            "SELECT seq FROM episodes WHERE user_id = ? AND +id <= ? ORDER BY seq DESC LIMIT 1",
+            (user_id, after_id),
+        ).fetchone()
+        after_seq = row[0] if row else 0
         while True:
-            rows = self._connection().execute(
-                f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE user_id = ? AND id > ? "
-                "ORDER BY id LIMIT ?",
-                (user_id, after_id, batch),
+            rows = conn.execute(
+                f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE user_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (user_id, after_seq, batch),
             ).fetchall()
             if not rows:
                 return
             for row in rows:
                 yield _episode_row(row)
-            after_id = rows[-1]["id"]
+            after_seq = rows[-1]["seq"]
 
     def episode_with_external_id(self, user_id: int, external_id: str) -> int | None:
         """The id of this user's episode carrying `external_id`, if any."""
@@ -633,9 +707,9 @@ class Store:
 
     def last_episode_id(self, user_id: int) -> int:
         row = self._connection().execute(
-            "SELECT MAX(id) FROM episodes WHERE user_id = ?", (user_id,)
+            "SELECT id FROM episodes WHERE user_id = ? ORDER BY seq DESC LIMIT 1", (user_id,)
         ).fetchone()
-        return row[0] or 0
+        return row[0] if row else 0
 
     def mark_recalled(self, user_id: int, counts: dict[int, int], when: float) -> None:
         """Add recalls to each episode's count and note when it was last recalled."""
@@ -693,16 +767,15 @@ class Store:
 
 @dataclass
 class _Totals:
-    """Per-user running totals kept in one row: counts for BM25, the position of the
-    last episode, the sum of the network traces (for the user's mean trace), and when
-    importance last faded."""
+    """Per-user running totals kept in one short row (a group commit rewrites one per
+    user): counts for BM25, the position of the last episode and of the last indexed one,
+    and when importance last faded."""
 
     episodes: int = 0
     tokens: int = 0
     last_seq: int = 0
-    traced: int = 0
-    trace_sum: np.ndarray | None = None
     faded_at: float | None = None
+    indexed_seq: int = 0  # the episodes after this position are the tail, without postings
 
     @classmethod
     def read(cls, conn: sqlite3.Connection, user_id: int) -> _Totals:
@@ -714,24 +787,10 @@ class _Totals:
         found = {user_id: cls() for user_id in user_ids}
         for chunk in _chunks(list(found), ROWS_PER_STATEMENT):
             for row in conn.execute(
-                    "SELECT user_id, episodes, tokens, last_seq, traced, trace_sum, faded_at "
+                    "SELECT user_id, episodes, tokens, last_seq, faded_at, indexed_seq "
                     f"FROM memory_totals WHERE user_id IN ({_marks(chunk)})", chunk):
-                trace_sum = None if row[5] is None else np.frombuffer(row[5], dtype="<i8").copy()
-                found[row[0]] = cls(row[1], row[2], row[3], row[4], trace_sum, row[6])
+                found[row[0]] = cls(*row[1:])
         return found
-
-    def add(self, episodes: int, tokens: int, traces: list[bytes], sign: int) -> None:
-        """Count `episodes` more episodes holding `tokens` tokens and the given traces (all
-        of one network size), or, with sign -1, fewer."""
-        self.episodes += sign * episodes
-        self.tokens += sign * tokens
-        if traces:
-            counts = np.frombuffer(b"".join(traces), dtype=np.uint8).reshape(
-                len(traces), -1).sum(axis=0, dtype="<i8")
-            if self.trace_sum is None:
-                self.trace_sum = np.zeros_like(counts)
-            self.trace_sum += sign * counts
-            self.traced += sign * len(traces)
 
     def write(self, conn: sqlite3.Connection, user_id: int) -> None:
         _Totals.write_many(conn, {user_id: self})
@@ -739,28 +798,57 @@ class _Totals:
     @staticmethod
     def write_many(conn: sqlite3.Connection, totals: dict[int, _Totals]) -> None:
         conn.executemany(
-            "INSERT INTO memory_totals (user_id, episodes, tokens, last_seq, traced, "
-            "trace_sum, faded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE "
+            "INSERT INTO memory_totals (user_id, episodes, tokens, last_seq, faded_at, "
+            "indexed_seq) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE "
             "SET episodes = excluded.episodes, tokens = excluded.tokens, "
-            "last_seq = excluded.last_seq, traced = excluded.traced, "
-            "trace_sum = excluded.trace_sum, faded_at = excluded.faded_at",
-            [(user_id, t.episodes, t.tokens, t.last_seq, t.traced,
-              None if t.trace_sum is None else t.trace_sum.tobytes(), t.faded_at)
+            "last_seq = excluded.last_seq, faded_at = excluded.faded_at, "
+            "indexed_seq = excluded.indexed_seq",
+            [(user_id, t.episodes, t.tokens, t.last_seq, t.faded_at, t.indexed_seq)
              for user_id, t in totals.items()],
         )
+
+
+def _trace_counts(traces: list[bytes]) -> np.ndarray:
+    """The sum of network traces (all of one network size), per unit: added up 257 at a
+    time in uint16 (257 * 255 fits), 5x faster than in int64 straight away."""
+    units = np.frombuffer(b"".join(traces), dtype=np.uint8).reshape(len(traces), -1)
+    counts = np.zeros(units.shape[1], dtype="<i8")
+    for start in range(0, len(units), 257):
+        counts += units[start:start + 257].sum(axis=0, dtype=np.uint16)
+    return counts
+
+
+def _indexed_traces(conn: sqlite3.Connection, user_id: int) -> tuple[int, np.ndarray | None]:
+    """(how many, their sum) of the traces of the user's indexed episodes."""
+    row = conn.execute("SELECT traced, trace_sum FROM memory_traces WHERE user_id = ?",
+                       (user_id,)).fetchone()
+    return (0, None) if row is None else (row[0], np.frombuffer(row[1], dtype="<i8"))
+
+
+def _add_indexed_traces(conn: sqlite3.Connection, user_id: int, traces: list[bytes],
+                        sign: int) -> None:
+    """Count the given traces in (sign +1) or out of (-1) the user's indexed trace sum."""
+    if not traces:
+        return
+    traced, trace_sum = _indexed_traces(conn, user_id)
+    counts = sign * _trace_counts(traces)
+    conn.execute(
+        "INSERT INTO memory_traces (user_id, traced, trace_sum) VALUES (?, ?, ?) "
+        "ON CONFLICT (user_id) DO UPDATE SET traced = excluded.traced, "
+        "trace_sum = excluded.trace_sum",
+        (user_id, traced + sign * len(traces),
+         (counts if trace_sum is None else trace_sum + counts).tobytes()))
 
 
 def _write_episodes(conn: sqlite3.Connection, items: Sequence[tuple[int, NewEpisode]],
                     idempotent: bool) -> list[int]:
     """The body of add_episodes(_many): one read of the external ids and one of the users'
-    totals, an insert per episode, then the postings (see _append_postings) and one write
-    of the totals."""
+    totals, an insert per episode, the merge of the tails grown long enough (see
+    _merge_tails) and one write of the totals."""
     stored = _stored_external_ids(conn, {(user_id, episode.external_id)
                                          for user_id, episode in items
                                          if episode.external_id is not None})
     totals = _Totals.read_many(conn, dict.fromkeys(user_id for user_id, _ in items))
-    traces: dict[int, list[bytes]] = defaultdict(list)
-    postings: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
     ids = []
     for user_id, episode in items:
         key = (user_id, episode.external_id)
@@ -778,15 +866,9 @@ def _write_episodes(conn: sqlite3.Connection, items: Sequence[tuple[int, NewEpis
         ids.append(episode_id)
         if external_id is not None:
             stored[key] = episode_id
-        length = min(len(episode.tokens), 65535)
-        for token, tf in Counter(episode.tokens).items():
-            postings[user_id, token_id(token)].append((episode_id, min(tf, 65535), length))
-        user_totals.add(1, len(episode.tokens), [], +1)
-        if episode.trace is not None:
-            traces[user_id].append(episode.trace)
-    _append_postings(conn, postings)
-    for user_id, user_traces in traces.items():
-        totals[user_id].add(0, 0, user_traces, +1)
+        user_totals.episodes += 1
+        user_totals.tokens += len(episode.tokens)
+    _merge_tails(conn, totals)
     _Totals.write_many(conn, totals)
     return ids
 
@@ -815,6 +897,71 @@ def _insert_episode(conn: sqlite3.Connection, user_id: int, episode: NewEpisode,
          _now() if episode.timestamp is None else float(episode.timestamp),
          float(episode.importance), episode.recall_count, external_id, seq, episode.trace),
     ).lastrowid)
+
+
+def _indexed_seq(conn: sqlite3.Connection, user_id: int) -> int:
+    row = conn.execute("SELECT indexed_seq FROM memory_totals WHERE user_id = ?",
+                       (user_id,)).fetchone()
+    return row[0] if row else 0
+
+
+def _tail(conn: sqlite3.Connection, user_id: int, indexed_seq: int,
+          columns: str) -> Iterator[tuple]:
+    """The given columns of the user's episodes after position `indexed_seq` (its tail),
+    in order, as plain tuples (every recall reads them)."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return cursor.execute(f"SELECT {columns} FROM episodes WHERE user_id = ? AND seq > ? "
+                          "ORDER BY seq", (user_id, indexed_seq))
+
+
+def _posting(episode_id: int, tokens: list[str], tf: int) -> tuple[int, int, int]:
+    """A POSTING entry of an episode: (episode, term count, episode length), capped."""
+    return episode_id, min(tf, 65535), min(len(tokens), 65535)
+
+
+def _merge_tails(conn: sqlite3.Connection, totals: dict[int, _Totals]) -> None:
+    """Index each tail that spans `TAIL_POSITIONS` or more (of the users of `totals`,
+    which record it): its postings, with one _append_postings for all, and its traces."""
+    postings: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    ids: dict[str, int] = {}  # token ids (a hash), each computed once
+    for user_id, user_totals in totals.items():
+        if user_totals.last_seq - user_totals.indexed_seq < TAIL_POSITIONS:
+            continue
+        traces = []
+        for episode_id, column, trace in _tail(conn, user_id, user_totals.indexed_seq,
+                                               "id, tokens, trace"):
+            tokens = _tokens(column)
+            for token, tf in Counter(tokens).items():
+                if token not in ids:
+                    ids[token] = token_id(token)
+                postings[user_id, ids[token]].append(_posting(episode_id, tokens, tf))
+            if trace is not None:
+                traces.append(trace)
+        _add_indexed_traces(conn, user_id, traces, +1)
+        user_totals.indexed_seq = user_totals.last_seq
+    _append_postings(conn, postings)
+
+
+def _remove_postings(conn: sqlite3.Connection, user_id: int, episode_id: int,
+                     tokens: set[str]) -> None:
+    """Take an episode out of the blocks of its tokens (a block rekeyed by its new first
+    episode, or gone when it held only this one)."""
+    for token in tokens:
+        block = conn.execute(
+            "SELECT first_episode, data FROM postings WHERE user_id = ? AND token_id = ? "
+            "AND first_episode <= ? ORDER BY first_episode DESC LIMIT 1",
+            (user_id, token_id(token), episode_id),
+        ).fetchone()
+        entries = np.frombuffer(block["data"], dtype=POSTING)
+        kept = entries[entries["episode"] != episode_id]
+        key = (user_id, token_id(token), block["first_episode"])
+        conn.execute("DELETE FROM postings WHERE user_id = ? AND token_id = ? "
+                     "AND first_episode = ?", key)
+        if len(kept):
+            conn.execute("INSERT INTO postings (user_id, token_id, first_episode, data) "
+                         "VALUES (?, ?, ?, ?)",
+                         (user_id, key[1], int(kept["episode"][0]), kept.tobytes()))
 
 
 def _append_postings(conn: sqlite3.Connection,
