@@ -6,7 +6,7 @@ from webapp.bench import footprint
 
 
 def test_users_are_evicted_and_their_networks_saved():
-    args = argparse.Namespace(users=3, messages=2, registered=50, max_resident=2, seed=0)
+    args = argparse.Namespace(users=3, messages=12, registered=50, max_resident=2, seed=0)
     result = footprint.run(args)
     assert result["max_resident"] == 2
     assert result["resident_memories_loaded"] == 2  # the worker's bound, not the 3 users
