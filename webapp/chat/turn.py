@@ -403,36 +403,42 @@ class ChatTurn:
                 self._remembering.discard(message["id"])
 
     def _store_episode(self, user_id: int, message: dict, text: str, reply_id: str) -> None:
-        """Store a message as an episode (retrying once if its engine was restarted);
+        """Store a message as an episode (once more if its engine was restarted meanwhile);
         a failure is reported on the turn's reply, whose regenerate stores it again."""
         args = {"text": text, "role": message["role"], "external_id": f"message:{message['id']}",
                 "conversation_id": message.get("conversation_id"), "spikes": True}
         if message.get("created_at"):
             args["timestamp"] = message["created_at"]
-        for attempt in (1, 2):
-            try:
-                stored = self.engine.call(user_id, "store", timeout=self.engine_timeout, **args)
-                break
-            except EngineError as exc:
-                if exc.code == "engine_restarted" and attempt == 1:
-                    continue
-                log.warning("storing a message in memory failed: %s", exc)
-                self.emit(user_id, "error", {
-                    "message_id": reply_id, "code": "memory_not_saved",
-                    "message": f"Your message is kept, but was not added to memory: {exc.message}",
-                })
-                return
+        try:
+            stored = self._call_engine(user_id, "store", **args)
+        except EngineError as exc:
+            log.warning("storing a message in memory failed: %s", exc)
+            self.emit(user_id, "error", {
+                "message_id": reply_id, "code": "memory_not_saved",
+                "message": f"Your message is kept, but was not added to memory: {exc.message}",
+            })
+            return
         meta = {**(message.get("meta") or {}), "episode_id": stored["episode_id"]}
         message["meta"] = meta
         self._quietly(self._write, "update_message", user_id, message["id"], meta=meta)
 
     def _emit_stats(self, user_id: int) -> None:
         try:
-            stats = self.engine.call(user_id, "stats", timeout=self.engine_timeout)
+            stats = self._call_engine(user_id, "stats")
         except EngineError as exc:
             log.warning("stats failed: %s", exc)
             return
         self.emit(user_id, "stats", stats)
+
+    def _call_engine(self, user_id: int, op: str, **args):
+        """An engine command, sent once more if its engine was restarted meanwhile (the new
+        one reloads the memory from disk; a store is idempotent on its external id)."""
+        try:
+            return self.engine.call(user_id, op, timeout=self.engine_timeout, **args)
+        except EngineError as exc:
+            if exc.code != "engine_restarted":
+                raise
+        return self.engine.call(user_id, op, timeout=self.engine_timeout, **args)
 
     @staticmethod
     def _quietly(fn, *args, **kwargs) -> None:
