@@ -40,6 +40,9 @@ def run_together(networks: Sequence[SORN], inputs: Sequence[Sequence[Units]],
         else:
             results[index] = net.run(inputs[index], record)
     for members in groups.values():
+        if len(members) == 1:  # SORN.run's own path: less to set up for one network
+            results[members[0]] = networks[members[0]].run(inputs[members[0]], record)
+            continue
         ran = _run_group([networks[i] for i in members], [list(inputs[i]) for i in members],
                          record)
         for index, spikes in zip(members, ran, strict=True):
