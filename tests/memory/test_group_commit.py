@@ -74,6 +74,34 @@ def test_stores_learned_together_match_storing_one_by_one(open_memory, tmp_path)
     alone.close()
 
 
+def test_learning_that_fails_midway_leaves_no_episode_learned_twice(open_memory):
+    """A spike callback that raises (the worker's pipe broke) in the second round: nothing of
+    the call waits for a commit and every network is back to its stored episodes, so
+    storing the same episodes again learns each once."""
+    ada, bob = open_memory("ada"), open_memory("bob")
+    ada.store("Ada keeps bees on the roof")
+    before = {m.user_id: [np.array(a, copy=True) for a in network_state(m)] for m in (ada, bob)}
+
+    def broken_pipe(first_step, spikes):
+        raise BrokenPipeError("the web process is gone")
+
+    prepared = [(ada, ada.prepare_store("The bees made dark honey"), None),
+                (bob, bob.prepare_store("Bob repairs old radios"), None),
+                (ada, ada.prepare_store("Ada sold the honey"), broken_pipe)]
+    with pytest.raises(BrokenPipeError):
+        learn_stores(prepared)
+    for memory in (ada, bob):
+        assert memory._learned == []
+        for left, right in zip(network_state(memory), before[memory.user_id], strict=True):
+            assert np.array_equal(left, right)
+    for memory, episode, _ in prepared:
+        commit_stores([(memory, memory.learn_for_store(episode.text))])
+    once = open_memory("cy")
+    for text in ("Ada keeps bees on the roof", "The bees made dark honey", "Ada sold the honey"):
+        once.store(text)
+    assert_same_network(ada, once)
+
+
 def test_a_refused_store_gets_its_own_error_and_the_others_are_stored(open_memory):
     ada, bob = open_memory("ada"), open_memory("bob")
     learned = [(ada, ada.learn_for_store("Ada keeps bees"))]

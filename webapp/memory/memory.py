@@ -107,9 +107,12 @@ def learn_stores(prepared: Sequence[tuple[Memory, NewEpisode, SpikeCallback | No
     """The networks learn episodes from `Memory.prepare_store`: each memory's in order, those
     of different memories together, in one compiled call per round (round k holds each
     memory's k-th episode; see learn_together). Each episode gets its trace and waits in its
-    memory for `commit_stores`. If learning fails, every memory involved reopens its network
-    (snapshot, stored and waiting episodes), so none holds a half-learned episode, and the
+    memory for `commit_stores`. If learning fails, none of these episodes waits any more and
+    every memory involved reopens its network (snapshot, stored episodes and those that
+    waited before this call), so none holds a half-learned or unstored episode, and the
     error is raised."""
+    memories = {id(memory): memory for memory, _, _ in prepared}
+    waiting = {key: len(memory._learned) for key, memory in memories.items()}
     rounds: list[list[tuple[Memory, NewEpisode, SpikeCallback | None]]] = []
     position: Counter[int] = Counter()
     for memory, episode, on_spikes in prepared:
@@ -126,7 +129,8 @@ def learn_stores(prepared: Sequence[tuple[Memory, NewEpisode, SpikeCallback | No
                 episode.trace = trace
                 memory._learned.append(episode)
     except BaseException:
-        for memory in {id(memory): memory for memory, _, _ in prepared}.values():
+        for key, memory in memories.items():
+            del memory._learned[waiting[key]:]  # the caller retries them, or reports them
             memory._open_network()
         raise
 
