@@ -1,6 +1,7 @@
 """run_together: many networks in one compiled call give what running each alone gives."""
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -108,3 +109,26 @@ def test_bad_input_units_are_refused_before_any_network_moves():
     with pytest.raises(ValueError, match="input units"):
         run_together([first, second], [[[1, 2]], [[SMALL.n_e]]])
     assert (first.t, second.t) == steps
+
+
+def test_arrays_of_other_dtypes_or_layouts_are_taken_in_as_the_kernel_reads_them():
+    """A researcher's arrays (float32 weights, Fortran-order counts) run compiled exactly as
+    in numpy: the kernel reads raw memory, so the network holds the kernel's types."""
+    arrays = SORN(SMALL, seed=5).to_arrays()
+    arrays.ei_weights = arrays.ei_weights.astype(np.float32)
+    arrays.rate_counts = np.asfortranarray(arrays.rate_counts)
+    compiled = SORN.from_arrays(arrays, backend="numba")
+    reference = SORN.from_arrays(arrays, backend="numpy")
+    inputs = random_inputs(np.random.default_rng(6), SMALL.n_e, 300)
+    np.testing.assert_array_equal(compiled.run(inputs), reference.run(inputs))
+    assert_same_network(compiled, reference)
+
+
+def test_a_pickled_network_continues_exactly_like_the_original():
+    """Its twin's arrays live elsewhere: no table of the original's addresses travels."""
+    net = SORN(SMALL, seed=7)
+    net.run(random_inputs(np.random.default_rng(8), SMALL.n_e, 50))  # rows and table built
+    twin = pickle.loads(pickle.dumps(net))
+    inputs = random_inputs(np.random.default_rng(9), SMALL.n_e, 300)
+    np.testing.assert_array_equal(twin.run(inputs), net.run(inputs))
+    assert_same_network(twin, net)

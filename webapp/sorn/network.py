@@ -42,6 +42,10 @@ EMPTY_SUM = 1e-12  # a unit whose incoming weights sum to less has no input to n
 UNIT_INDEX = np.uint16  # a unit index (or the dummy post n_e): SORNConfig keeps n_e <= 65535
 
 Units = np.ndarray | Sequence[int] | None
+# The dtypes of SORN.kernel_arrays, in order, as kernel.run_many reads them.
+KERNEL_DTYPES = tuple(np.dtype(kind) for kind in (
+    np.float64, UNIT_INDEX, np.float64, np.int32, UNIT_INDEX, np.int32, np.float64,
+    np.float64, np.float64, np.float64, np.bool_, np.int64))
 BACKENDS = ("auto", "numpy", "numba")
 
 
@@ -215,7 +219,8 @@ class SORN:
         self._ie_gate = shared_constant(self._gate_out[:, cfg.n_e :])
         # I->E synapses never change place, so each I unit keeps a fixed row of (post, weight)
         # slots; unused slots point at a dummy post n_e whose scale is inf.
-        posts, self._ei_w = padded_rows(a.ei_exists, a.ei_weights)
+        posts, ei_weights = padded_rows(a.ei_exists, a.ei_weights)
+        self._ei_w = np.ascontiguousarray(ei_weights, dtype=np.float64)
         self._ei_post = shared_constant(posts)  # fixed places, the same for one seed
         # The kernel's copy of the posts, short ints, and each row's count of used slots.
         self._ei_post_short = shared_constant(posts.astype(UNIT_INDEX))
@@ -224,7 +229,8 @@ class SORN:
         # Lazy normalization scales of every input population, in one array so a single
         # pass renormalizes all of them: [E->E (n_e) | E->I (n_i, fixed at 1) | I->E (n_e) |
         # dummy I->E slot (inf)]; and the effective input sums (1, or 0 without input).
-        self._scales = np.concatenate([a.scale_ee, np.ones(cfg.n_i), a.scale_ei, [np.inf]])
+        self._scales = np.concatenate([a.scale_ee, np.ones(cfg.n_i), a.scale_ei,
+                                       [np.inf]]).astype(np.float64)
         self._scale = self._scales[:n_t]  # views
         self._scale_ei_ext = self._scales[n_t:]
         self._scale_ei = self._scales[n_t : n_t + cfg.n_e]
@@ -234,7 +240,7 @@ class SORN:
         self._thresholds = np.concatenate([a.thresholds_e, a.thresholds_i]).astype(np.float64)
         self._thresholds_e = self._thresholds[: cfg.n_e]  # a view, adapted by IP
         self._state = np.concatenate([a.x, a.y]).astype(bool)
-        self._counts = a.rate_counts.astype(np.int64)
+        self._counts = np.ascontiguousarray(a.rate_counts, dtype=np.int64)
         self._draws: BlockDraws | None = None
         self._n_total = n_t
         self._no_spikes = np.empty((0, n_t), dtype=bool)  # the kernel's `spikes` unrecorded
@@ -295,6 +301,17 @@ class SORN:
         thresholds IP adapts, into separate arrays that no longer follow them.)"""
         twin = SORN.from_arrays(self.to_arrays(), backend=self.backend)
         memo[id(self)] = twin
+        return twin
+
+    def __reduce__(self):
+        """Pickled as its complete state, like a saved file (the views it keeps into its
+        arrays, and the kernel's table of their addresses, do not survive a pickle)."""
+        return SORN.from_arrays, (self.to_arrays(), self.backend)
+
+    def __copy__(self) -> SORN:
+        """A shallow copy sharing every array (see frozen_copy)."""
+        twin = SORN.__new__(SORN)
+        twin.__dict__.update(self.__dict__)
         return twin
 
     def frozen_copy(self) -> SORN:
@@ -428,9 +445,10 @@ class SORN:
         if kept is not None and all(a is b for a, b in zip(arrays, kept[0], strict=True)):
             return kept[1]
         described = []
-        for array in arrays:
-            if not array.flags.c_contiguous or array.ndim > 2:
-                raise ValueError("the kernel needs C-contiguous 1-D or 2-D arrays")
+        for array, dtype in zip(arrays, KERNEL_DTYPES, strict=True):
+            if array.dtype != dtype or not array.flags.c_contiguous or array.ndim > 2:
+                raise TypeError(f"the kernel reads C-contiguous {dtype} arrays of 1 or 2 "
+                                f"dimensions, not {array.dtype} {array.shape}")
             described += [array.__array_interface__["data"][0], *(*array.shape, 1)[:2]]
         self._described = (arrays, np.array(described, np.int64))
         return self._described[1]
