@@ -115,6 +115,30 @@ def test_a_bad_store_fails_alone_and_the_rest_of_its_batch_is_stored(worker):
         assert same_network(engines.memories[user], replayed)
 
 
+def test_refused_stores_count_towards_the_resident_bound_of_their_batch(tmp_path):
+    """A refused store has loaded its user's memory too: with room for 3 memories, the
+    batch ends before a fourth user would evict a memory holding the batch's episodes
+    (which then came back as a second Memory of the same user, one of them learning)."""
+    store = Store(tmp_path / "db.sqlite")
+    a, b, c, d = (store.create_user(name, "hash") for name in "abcd")
+    engines = Engines(WorkerSettings(db_path=str(tmp_path / "db.sqlite"),
+                                     network_dir=str(tmp_path / "networks"), max_resident=3),
+                      send_event=lambda event: None)
+    web_end, worker_end = multiprocessing.Pipe()
+    web_end.send_bytes(pack([command(i, user, "store", {"text": text}) for i, (user, text) in
+                             enumerate([(a, "alpha beta gamma"), (b, ""), (d, ""),
+                                        (c, "delta epsilon"), (a, "zeta eta theta")], 1)]))
+    inbox = Inbox(worker_end)
+    inbox.receive(1.0)
+    replies = []
+    while inbox:
+        replies += serve(engines, inbox)
+    assert [r["ok"] for r in replies] == [True, False, False, True, True]
+    for user in (a, c):  # each network learned exactly what is stored, once
+        replayed = Memory(engines.store, user, Path(engines.settings.network_dir) / "replay")
+        assert same_network(engines.memories[user], replayed)
+
+
 def test_a_worker_killed_while_storing_keeps_every_acknowledged_store(tmp_path):
     store = Store(tmp_path / "db.sqlite")
     users = [store.create_user(f"user{i}", "hash") for i in range(8)]

@@ -220,13 +220,13 @@ class StoreBatch:
 
     def add(self, cmd: dict) -> None:
         self.commands.append(cmd)
+        self.users.add(cmd["user_id"])  # its memory is loaded even if the store is refused
         try:
             prepared = self.engines.prepare_store(cmd["user_id"], **cmd["args"])
         except Exception as exc:
             self.replies[cmd["id"]] = failure(cmd, exc)
             return
         self.prepared.append((cmd, prepared))
-        self.users.add(cmd["user_id"])
         self.steps += EpisodeNetwork.steps_to_learn(prepared[1].tokens)
 
     def commit(self) -> list[dict]:
