@@ -102,6 +102,24 @@ def test_learning_that_fails_midway_leaves_no_episode_learned_twice(open_memory)
     assert_same_network(ada, once)
 
 
+def test_a_snapshot_that_cannot_be_written_fails_no_store(open_memory, tmp_path):
+    """The episodes are committed before the snapshot: a full or broken disk there must not
+    turn the stores into errors (a worker would retry them and write them twice)."""
+    ada = open_memory("ada", snapshot_steps=1)
+    ada.store("Ada keeps bees on the roof")
+    networks = tmp_path / "networks"
+    networks.rename(tmp_path / "moved")
+    networks.write_text("not a directory")  # every snapshot write now fails
+    ids = commit_stores([(ada, ada.learn_for_store("The bees made dark honey"))])
+    assert ids[0] > 0
+    assert [e["text"] for e in ada.export()["episodes"]] == [
+        "Ada keeps bees on the roof", "The bees made dark honey"]
+    networks.unlink()
+    (tmp_path / "moved").rename(networks)
+    ada.store("Ada sold the honey")  # snapshots again, and the network is the stored one
+    assert_same_network(ada, open_memory("ada"))
+
+
 def test_a_refused_store_gets_its_own_error_and_the_others_are_stored(open_memory):
     ada, bob = open_memory("ada"), open_memory("bob")
     learned = [(ada, ada.learn_for_store("Ada keeps bees"))]

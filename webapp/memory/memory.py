@@ -3,6 +3,7 @@ import, consolidation. Persistence is the Store's; learning is the EpisodeNetwor
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from webapp.memory.ranking import CONTEXT_WIDTH, Pool
 from webapp.memory.store import NewEpisode, Store
 from webapp.memory.text import MemoryInputError, clean_text
 from webapp.memory.tokenizer import tokenize
+
+log = logging.getLogger(__name__)
 
 METHODS = ("lexical", "sorn", "hybrid")
 DEFAULT_METHOD = "hybrid"
@@ -216,7 +219,11 @@ class Memory:
             self._open_network()
             return
         if episode_ids and self.network.net.t - self._snapshot_step >= self._snapshot_steps:
-            self._snapshot(episode_ids[-1])
+            try:
+                self._snapshot(episode_ids[-1])
+            except OSError as exc:  # the episodes are stored: a later snapshot covers them
+                log.warning("snapshot of user %s failed, kept in memory: %s", self.user_id,
+                            exc)
 
     def _learn_and_commit(self, episodes: list[NewEpisode],
                           on_spikes: SpikeCallback | None = None) -> list[int]:
