@@ -26,8 +26,10 @@ from webapp.sorn.randomness import BLOCK_STEPS
 def run_together(networks: Sequence[SORN], inputs: Sequence[Sequence[Units]],
                  record: bool = True) -> list[np.ndarray | None]:
     """Advance networks[i] by inputs[i] (see SORN.run) for every i; returns each one's
-    spikes (or None when not `record`). The same as running them one after the other;
-    a network may appear only once."""
+    spikes (or None when not `record`). The same as running them one after the other, for
+    networks that share no state: a network may appear only once, and not with a frozen
+    copy of itself (which reads the weights it changes). On bad input it raises; some of
+    the networks may have moved by then (the memory layer reopens them from disk)."""
     if len(networks) != len(inputs):
         raise ValueError("one list of inputs per network")
     if len({id(net) for net in networks}) != len(networks):
