@@ -44,3 +44,13 @@ def test_both_paths_report_a_point_per_user_count(tmp_path):
         assert len(point["load"]) == 3
     assert result["goal_user_steps_per_sec"] == 200_000
     assert plot.stat().st_size > 1000
+
+
+def test_networks_of_spread_ages_are_measured_too():
+    """--spread-ages ages each user's network differently first (real users' networks do
+    not step in lockstep); the network path still counts every step."""
+    result = users.run(parse("--users", "3", "--workers", "1", "--seconds", "0.2",
+                             "--mode", "network", "--spread-ages", "5000"))
+    (point,) = result["points"]
+    assert result["spread_ages"] == 5000
+    assert point["stores"] > 0 and point["user_steps"] > 2 * point["stores"]

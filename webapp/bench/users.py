@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed span per point")
     parser.add_argument("--mode", choices=("network", "pool", "both"), default="both")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spread-ages", type=int, default=0, metavar="STEPS",
+                        help="network: age each user's network by a different number of "
+                             "free steps below STEPS first, as real users' networks differ "
+                             "(each then draws its own random blocks); 0: all alike")
     parser.add_argument("--plot", type=Path, help="write the curve to this PNG")
     defaults = WorkerSettings(db_path="", network_dir="")
     parser.add_argument("--batch-stores", type=int, default=defaults.batch_stores,
@@ -79,12 +83,15 @@ def route(user_ids: list[int], workers: int) -> list[list[int]]:
 # --- network path: the SORNs alone, one process per worker ---------------------------
 
 
-def _learn_for(user_ids, texts, seconds, batch_stores, barrier, results) -> None:
+def _learn_for(user_ids, texts, seconds, batch_stores, spread_ages, barrier, results) -> None:
     """Worker process: every user learns one episode per round, `batch_stores` users'
     networks stepped together (as the worker's group commit does), until the time is up."""
     episodes = [tokenize(text) for text in texts]
     with tempfile.TemporaryDirectory() as directory:
         networks = [EpisodeNetwork(user_id, directory) for user_id in user_ids]
+        for network in networks:
+            if spread_ages:
+                network.net.run(network.user_id * 7919 % spread_ages, record=False)
         for network in networks:  # warm-up (and JIT) before the clock starts
             network.learn(episodes[0])
         learn_together([(network, episodes[1], None) for network in networks])
@@ -106,12 +113,13 @@ def _learn_for(user_ids, texts, seconds, batch_stores, barrier, results) -> None
 
 
 def measure_network(users: int, workers: int, seconds: float, texts: list[str], *,
-                    batch_stores: int) -> dict:
+                    batch_stores: int, spread_ages: int = 0) -> dict:
     ctx = multiprocessing.get_context("spawn")
     groups = [g for g in route(list(range(1, users + 1)), workers) if g]
     barrier, results = ctx.Barrier(len(groups)), ctx.Queue()
     processes = [ctx.Process(target=_learn_for,
-                             args=(g, texts, seconds, batch_stores, barrier, results))
+                             args=(g, texts, seconds, batch_stores, spread_ages, barrier,
+                                   results))
                  for g in groups]
     load = load_average()
     for process in processes:
@@ -210,7 +218,8 @@ def _point(mode: str, users: int, steps: int, stores: int, wall: float, cpu: flo
 def run(args: argparse.Namespace) -> dict:
     counts = [int(n) for n in args.users.split(",")]
     modes = ("network", "pool") if args.mode == "both" else (args.mode,)
-    measure = {"network": partial(measure_network, batch_stores=args.batch_stores),
+    measure = {"network": partial(measure_network, batch_stores=args.batch_stores,
+                                  spread_ages=args.spread_ages),
                "pool": partial(measure_pool, batch_stores=args.batch_stores,
                                batch_steps=args.batch_steps)}
     texts = messages(args.seed)
@@ -221,6 +230,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "workers": args.workers, "seconds": args.seconds,
         "batch_stores": args.batch_stores, "batch_steps": args.batch_steps,
+        "spread_ages": args.spread_ages,
         "steps_per_store_mean": round(sum(map(steps_of, texts)) / len(texts), 2),
         "goal_user_steps_per_sec": GOAL_USER_STEPS_PER_SEC, "points": points,
     }
