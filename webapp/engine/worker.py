@@ -113,7 +113,9 @@ class Engines:
     # --- operations (names match protocol.OPS) ---------------------------------------
 
     def op_store(self, user_id, **args) -> dict:
-        (episode_id,) = commit_stores([self.learn_store(user_id, **args)])
+        memory, episode, on_spikes = self.prepare_store(user_id, **args)
+        learn_stores([(memory, episode, on_spikes)])
+        (episode_id,) = commit_stores([(memory, episode)])
         return self.stored(user_id, episode_id)
 
     def stored(self, user_id: int, episode_id: int) -> dict:
@@ -121,14 +123,8 @@ class Engines:
         self.unconsolidated.add(user_id)
         return {"episode_id": int(episode_id)}
 
-    def learn_store(self, user_id, text, spikes=False, **kwargs) -> tuple[Memory, NewEpisode]:
-        """The first half of a store: the user's network learns it."""
-        mem = self.memory(user_id)
-        return mem, mem.learn_for_store(text, on_spikes=self.spike_sink(user_id, spikes),
-                                        **kwargs)
-
     def prepare_store(self, user_id, text, spikes=False, **kwargs) -> Prepared:
-        """A store validated for learning with others (see StoreBatch)."""
+        """A store validated for learning (alone, or with others: see StoreBatch)."""
         mem = self.memory(user_id)
         return mem, mem.prepare_store(text, **kwargs), self.spike_sink(user_id, spikes)
 
