@@ -604,8 +604,8 @@ class Store:
         with self._snapshot() as conn:  # the tail and the blocks it is not merged into
             tail = defaultdict(list)
             wanted = set(since)
-            for episode_id, column in _tail(conn, user_id, _indexed_seq(conn, user_id),
-                                            "id, tokens"):
+            indexed = _Totals.read(conn, user_id).indexed_seq
+            for episode_id, column in _tail(conn, user_id, indexed, "id, tokens"):
                 tokens = _tokens(column)
                 for token in wanted.intersection(tokens):
                     tail[token].append(_posting(episode_id, tokens, tokens.count(token)))
@@ -630,8 +630,9 @@ class Store:
         """The average network trace of the user's episodes (None before the first)."""
         with self._snapshot() as conn:  # the tail and the sum it is not counted in
             traced, trace_sum = _indexed_traces(conn, user_id)
-            tail = [trace for (trace,) in _tail(conn, user_id, _indexed_seq(conn, user_id),
-                                                "trace") if trace is not None]
+            indexed = _Totals.read(conn, user_id).indexed_seq
+            tail = [trace for (trace,) in _tail(conn, user_id, indexed, "trace")
+                    if trace is not None]
         if tail:
             counts = _trace_counts(tail)
             trace_sum = counts if trace_sum is None else trace_sum + counts
@@ -897,12 +898,6 @@ def _insert_episode(conn: sqlite3.Connection, user_id: int, episode: NewEpisode,
          _now() if episode.timestamp is None else float(episode.timestamp),
          float(episode.importance), episode.recall_count, external_id, seq, episode.trace),
     ).lastrowid)
-
-
-def _indexed_seq(conn: sqlite3.Connection, user_id: int) -> int:
-    row = conn.execute("SELECT indexed_seq FROM memory_totals WHERE user_id = ?",
-                       (user_id,)).fetchone()
-    return row[0] if row else 0
 
 
 def _tail(conn: sqlite3.Connection, user_id: int, indexed_seq: int,
