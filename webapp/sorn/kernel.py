@@ -16,7 +16,7 @@ E->I weights, which no rule changes, come as their own dense [pre E, post I] arr
 `ie_w` (a copy of `w_out[:, n_e:]`), so a firing unit's ~10 lines of them lie together
 rather than at the end of a 3,000-byte row. I->E slot rows come with short posts and a
 count of used slots per row (the padding is skipped), and iSTDP divides once per post
-reached rather than per slot. (What a network touches per step is what limits the speed
+and step rather than per slot. (What a network touches per step is what limits the speed
 with many networks per worker: see research/compact_kernel.) The I->E part of the exact
 renormalization every RENORMALIZE_EVERY steps stays in numpy; the E->E part runs on the
 rows here.
@@ -210,8 +210,7 @@ def _run(
         while split_prev < n_prev and prev[split_prev] < n_e:
             split_prev += 1
         _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
-               thresholds,
-               prev, split_prev, n_prev, noise[offset + k], sigma,
+               thresholds, prev, split_prev, n_prev, noise[offset + k], sigma,
                input_units[input_ptr[k] : input_ptr[k + 1]], k, driven_at, drive, inhibition)
         if rules.fast_inhibition:
             _drive_from_new_e(n_e, ie_w, scales, thresholds, noise[offset + k], sigma, drive)
@@ -253,8 +252,9 @@ def _list_fired(state, n_e, fired):
 
 
 @_compile
-def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, thresholds, prev,
-           split_prev, n_prev, noise, sigma, units, k, driven_at, drive, inhibition):
+def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
+           thresholds, prev, split_prev, n_prev, noise, sigma, units, k, driven_at, drive,
+           inhibition):
     """drive = Σ_rows W_out[e_prev] · scale − inhibition − T + ξ (+ gain on driven units)."""
     n_e = rules.n_e
     n_t = drive.size
@@ -485,7 +485,7 @@ def _istdp(rules, ei_post, ei_count, ei_w, scales, state, i_prev, n_t, growth, w
     n_e = rules.n_e
     change, shift, floor = work[0], work[1], work[2]
     change[:] = 0.0
-    for post in range(n_e):  # every post: a fired I unit reaches most of them anyway
+    for post in range(n_e):  # every post, without a branch: the loop vectorizes
         after = 1.0 if state[post] else 0.0
         scale = scales[n_t + post]
         shift[post] = (after * rules.istdp_rise - rules.eta_istdp) / scale

@@ -62,7 +62,7 @@ def _run_group(networks: list[SORN], inputs: list[list[Units]],
     lengths = np.empty(len(networks), np.intp)
     draws = []  # per network: its block's draws and the row of its next step in them
     for index, (net, entries) in enumerate(zip(networks, inputs, strict=True)):
-        net.kernel_arrays()  # slot rows built before a renormalization that may be due
+        net._build_ee_rows()  # slot rows built before a renormalization that may be due
         block = net._start_step()  # renormalizes if due now: before the arrays are read
         offset = net.t % BLOCK_STEPS
         lengths[index] = min(len(entries), BLOCK_STEPS - offset)
