@@ -1,5 +1,6 @@
 """Recall's evoked spikes come from a frozen copy that shares the live network's weights:
-they equal a full copy's, across a block of random draws, and leave the network as it was.
+they equal a full copy's, also where the live network renormalizes next, and leave the network as
+it was.
 The learned drive is what the query's assemblies send through the weight changes."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 
 from webapp.memory.network import EVOKE_STEPS, NETWORK_SEED, EpisodeNetwork, initial_weights
 from webapp.sorn import SORN
-from webapp.sorn.randomness import BLOCK_STEPS
+from webapp.sorn.network import RENORMALIZE_EVERY
 
 QUERY = ["hike", "alp", "lena", "snow"]
 WORDS = ["walk", "hut", "lake", "snow", "lena", "tea", "cold"]
@@ -31,19 +32,19 @@ def full_copy_spikes(network: EpisodeNetwork, tokens: list[str]) -> np.ndarray:
     return frozen.run(inputs)
 
 
-def near_block_end(directory) -> EpisodeNetwork:
-    """A network that has learned a little, a few steps before a new block of draws."""
+def near_renormalization(directory) -> EpisodeNetwork:
+    """A network that has learned a little, a few steps before its exact renormalization."""
     network = EpisodeNetwork(1, directory)
     network.learn(WORDS)
-    while network.net.t % BLOCK_STEPS < BLOCK_STEPS - 5:
+    while network.net.t % RENORMALIZE_EVERY < RENORMALIZE_EVERY - 5:
         network.learn(WORDS[:1])  # two steps
     return network
 
 
 def test_evoke_equals_a_full_copy_and_leaves_the_network_untouched(tmp_path):
-    network = near_block_end(tmp_path / "a")  # the query crosses into a new block
+    network = near_renormalization(tmp_path / "a")  # the query runs past t = 1024
     seen: list[tuple[int, np.ndarray]] = []
-    for _ in range(3):  # again with the draws the earlier recalls handed back
+    for _ in range(3):
         before = state(network)
         network.evoke(QUERY, on_spikes=lambda step, spikes: seen.append((step, spikes)))
         step, spikes = seen.pop()
@@ -51,10 +52,10 @@ def test_evoke_equals_a_full_copy_and_leaves_the_network_untouched(tmp_path):
         assert np.array_equal(spikes, full_copy_spikes(network, QUERY))
         for was, now in zip(before, state(network), strict=True):
             assert np.array_equal(was, now) if isinstance(was, np.ndarray) else was == now
-    twin = near_block_end(tmp_path / "b")  # the same history without the recalls
+    twin = near_renormalization(tmp_path / "b")  # the same history without the recalls
     for learner in (network, twin):
         learner.learn(WORDS + WORDS)
-    assert network.net.t % BLOCK_STEPS < BLOCK_STEPS - 5
+    assert network.net.t % RENORMALIZE_EVERY < RENORMALIZE_EVERY - 5
     assert np.array_equal(network.net.w_ee, twin.net.w_ee)
 
 

@@ -88,7 +88,7 @@ def test_a_run_split_into_calls_equals_one_run():
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_a_frozen_copy_runs_like_a_frozen_network_and_leaves_the_original_alone(backend):
     net = SORN(SORNConfig(), seed=3, backend=backend)
-    net.run([[k % 300] for k in range(250)], record=False)  # next run crosses a draw block
+    net.run([[k % 300] for k in range(1010)], record=False)  # next run crosses t = 1024
     before = (net.t, net.x.copy(), net.y.copy(), net.w_ee, net.thresholds_e, net.stats())
     reference = SORN.from_arrays(net.to_arrays(), backend=backend)
     reference.plastic = False

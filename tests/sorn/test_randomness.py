@@ -1,5 +1,6 @@
-"""Random draws depend only on (seed, step): a drawn block is kept, read-only, for every
-network of the process with that seed, and sharing it changes no spike."""
+"""Random draws depend only on (seed, step): the noise is read from one shared table at
+two hashed windows a step, the structural draws are hashed lanes, and a network split
+into calls, stepped in turn with others or reloaded spikes as one run alone."""
 
 import dataclasses
 
@@ -7,49 +8,99 @@ import numpy as np
 import pytest
 
 from webapp.sorn import SORN, SORNConfig, TokenEncoder
-from webapp.sorn.randomness import BLOCK_STEPS, block_draws
+from webapp.sorn.randomness import (
+    LANES,
+    NOISE_TABLE_SIZE,
+    StepDraws,
+    lane_bits,
+    noise_table,
+    seed_key,
+    step_lanes,
+)
+
+STEPS = 4000
 
 
-def test_networks_with_one_seed_share_a_drawn_block_read_only():
-    first = block_draws(11, 5, 300, 75, 0.2, 0.0, "normal")
-    assert block_draws(11, 5, 300, 75, 0.2, 0.0, "normal") is first
-    assert block_draws(12, 5, 300, 75, 0.2, 0.0, "normal") is not first
-    assert block_draws(11, 5, 300, 75, 0.2, 0.0, "uniform") is not first
+def noise_of_steps(seed: int, n_e: int, n_i: int, sigma_e: float, sigma_i: float,
+                   uniform: bool = False) -> np.ndarray:
+    """ξ of STEPS steps, (STEPS, n_e + n_i)."""
+    sigma = np.repeat([sigma_e, sigma_i], [n_e, n_i])
+    key = seed_key(seed)
+    return np.array([StepDraws(key, t, n_e, sigma, uniform).noise for t in range(STEPS)])
+
+
+def test_the_noise_table_is_drawn_once_per_process_and_read_only():
+    table = noise_table("normal")
+    assert noise_table("normal") is table
+    assert table.dtype == np.float32 and table.size == NOISE_TABLE_SIZE
+    assert noise_table("uniform") is not table
     with pytest.raises(ValueError):
-        first.noise[0, 0] = 1.0
+        table[0] = 1.0
 
 
-def all_noise(draws) -> np.ndarray:
-    """ξ of every step of a block, (BLOCK_STEPS, n_e + n_i)."""
-    return np.array([draws.noise_at(offset) for offset in range(BLOCK_STEPS)])
+def test_draws_depend_only_on_the_seed_and_the_step():
+    key = seed_key(11)
+    assert np.array_equal(step_lanes(key, 7), step_lanes(seed_key(11), 7))
+    assert not np.array_equal(step_lanes(key, 7), step_lanes(key, 8))
+    assert not np.array_equal(step_lanes(key, 7), step_lanes(seed_key(12), 7))
+    lanes = step_lanes(key, 7)
+    assert lanes.shape == (LANES,) and np.unique(lanes).size == LANES
+    assert lane_bits(np.array([key]), np.uint64(7), np.array([3], np.uint64))[0] == lanes[3]
 
 
-def test_noise_is_drawn_per_population_and_scaled_by_its_sigma():
-    noise = all_noise(block_draws(3, 0, 200, 50, 0.5, 0.0, "normal"))
+def test_normal_noise_has_sigma_as_std_and_no_correlation_across_steps_or_units():
+    noise = noise_of_steps(3, 200, 50, 0.5, 0.0)
     assert noise.dtype == np.float64
     assert np.all(noise[:, 200:] == 0.0)  # no noise on I units
-    assert 0.45 < noise[:, :200].std() < 0.55
-    assert abs(noise[:, :200].mean()) < 0.02
+    e_noise = noise[:, :200] / 0.5
+    assert abs(e_noise.mean()) < 0.01
+    assert 0.99 < e_noise.std() < 1.01
+    # Kurtosis of a normal is 3 (a sum of two uniforms or a table misread would not be).
+    assert 2.9 < np.mean(e_noise**4) < 3.1
+    lag_one_in_time = np.mean(e_noise[1:] * e_noise[:-1])
+    neighbours = np.mean(e_noise[:, 1:] * e_noise[:, :-1])
+    assert abs(lag_one_in_time) < 0.01 and abs(neighbours) < 0.01
+    same_unit_over_time = np.corrcoef(e_noise[:, :20].T)[np.triu_indices(20, 1)]
+    assert np.abs(same_unit_over_time).max() < 0.08  # 4,000 samples: |r| ~ 0.016 by chance
 
 
 def test_uniform_noise_is_sigma_times_a_uniform_in_0_1_on_each_population():
     """The lab code's form (SORN_V2): mean σ/2, std σ/√12, never negative, below σ."""
-    noise = all_noise(block_draws(3, 0, 200, 50, 0.05, 0.2, "uniform"))
+    noise = noise_of_steps(3, 200, 50, 0.05, 0.2, uniform=True)
     e_noise, i_noise = noise[:, :200], noise[:, 200:]
     assert e_noise.min() >= 0.0 and e_noise.max() < 0.05
-    assert abs(e_noise.mean() - 0.025) < 0.001
-    assert abs(e_noise.std() - 0.05 / np.sqrt(12)) < 0.001
+    assert abs(e_noise.mean() - 0.025) < 0.0005
+    assert abs(e_noise.std() - 0.05 / np.sqrt(12)) < 0.0005
     assert i_noise.min() >= 0.0 and i_noise.max() < 0.2
-    assert abs(i_noise.mean() - 0.1) < 0.01
+    assert abs(i_noise.mean() - 0.1) < 0.002
+    counts = np.histogram(e_noise, bins=10, range=(0.0, 0.05))[0]
+    assert counts.min() > 0.97 * counts.mean()
+
+
+def test_structural_draws_are_uniform_and_cover_every_place():
+    key = seed_key(5)
+    sigma = np.zeros(12)
+    draws = [StepDraws(key, t, 10, sigma, False) for t in range(STEPS)]
+    add = np.array([d.add_synapse for d in draws])
+    fallback = np.array([d.fallback for d in draws])
+    for uniform in (add, fallback):
+        assert uniform.min() >= 0.0 and uniform.max() < 1.0
+        assert abs(np.mean(uniform < 0.1) - 0.1) < 0.015
+    assert abs(np.corrcoef(add, fallback)[0, 1]) < 0.05
+    places = np.concatenate([d.candidates for d in draws])
+    assert places.min() >= 0 and places.max() < 100
+    counts = np.bincount(places, minlength=100)
+    assert counts.min() > 0.75 * counts.mean()
 
 
 def test_the_noise_form_changes_only_the_noise_draws():
-    normal = block_draws(8, 2, 60, 12, 0.05, 0.0, "normal")
-    uniform = block_draws(8, 2, 60, 12, 0.05, 0.0, "uniform")
+    key, sigma = seed_key(8), np.full(72, 0.05)
+    normal = StepDraws(key, 9, 60, sigma, False)
+    uniform = StepDraws(key, 9, 60, sigma, True)
     assert not np.array_equal(normal.noise, uniform.noise)
     assert np.array_equal(normal.candidates, uniform.candidates)
-    assert np.array_equal(normal.add_synapse, uniform.add_synapse)
-    assert np.array_equal(normal.fallback, uniform.fallback)
+    assert normal.add_synapse == uniform.add_synapse
+    assert normal.fallback == uniform.fallback
 
 
 def test_a_network_with_uniform_noise_is_as_reproducible_as_with_normal_noise():
@@ -64,12 +115,12 @@ def test_a_network_with_uniform_noise_is_as_reproducible_as_with_normal_noise():
 def test_networks_stepped_in_turn_spike_as_one_run_alone():
     config = SORNConfig(n_e=80, n_i=20)
     inputs = TokenEncoder(n_e=80, units_per_token=5, seed=0).inputs(
-        f"w{k % 13}" for k in range(700)
+        f"w{k % 13}" for k in range(1100)
     )
     alone = SORN(config, seed=4).run(inputs)
     nets = [SORN(config, seed=4) for _ in range(3)]
     pieces: list[list[np.ndarray]] = [[] for _ in nets]
-    for start in range(0, 700, 9):  # every network crosses block borders mid-call
+    for start in range(0, 1100, 9):  # a call crosses the exact renormalization at 1024
         for net, piece in zip(nets, pieces, strict=True):
             piece.append(net.run(inputs[start : start + 9]))
     for piece in pieces:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from webapp.sorn import SORN, SORNConfig
-from webapp.sorn.randomness import BLOCK_STEPS, block_draws
+from webapp.sorn.randomness import StepDraws, seed_key
 
 SEED = 5
 STEPS = 1500  # crosses an exact renormalization (every 1024 steps)
@@ -35,11 +35,9 @@ def lab_run(net: SORN, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     x, y = start.x.astype(float), start.y.astype(float)
     spikes = []
     for t, units in enumerate(inputs):
-        draws = block_draws(
-            SEED, t // BLOCK_STEPS, n_e, cfg.n_i, cfg.noise_sigma, 0.0, cfg.noise_distribution
-        )
-        noise = draws.noise * draws.sigma
-        drive = w_ee @ x - w_ei @ y - t_e + noise[t % BLOCK_STEPS, :n_e]
+        noise = StepDraws(seed_key(SEED), t, n_e, net.sigma,
+                          cfg.noise_distribution == "uniform").noise
+        drive = w_ee @ x - w_ei @ y - t_e + noise[:n_e]
         drive[units] += cfg.input_gain
         x_new = (drive >= 0).astype(float)
         y = (w_ie @ x_new - t_i >= 0).astype(float)

@@ -24,7 +24,7 @@ def test_a_loaded_network_continues_exactly_like_the_saved_one(trained):
     net, path = trained
     loaded = load_network(path)
     assert loaded.t == net.t and loaded.seed == net.seed and loaded.config == net.config
-    inputs = [None if k % 2 else [k % 300] for k in range(900)]  # crosses block boundaries
+    inputs = [None if k % 2 else [k % 300] for k in range(900)]  # crosses t = 1024
     assert np.array_equal(loaded.run(inputs), net.run(inputs))
     assert np.array_equal(loaded.w_ee, net.w_ee)
     assert np.array_equal(loaded.w_ei, net.w_ei)
@@ -171,10 +171,12 @@ def as_version(version: int, *absent_keys: str):
 
 @pytest.mark.parametrize(
     "old_format",
-    [as_version(1, "fast_inhibition", "noise_distribution"), as_version(2, "noise_distribution")],
-    ids=["version 1", "version 2"],
+    [as_version(1, "fast_inhibition", "noise_distribution"), as_version(2, "noise_distribution"),
+     as_version(3)],
+    ids=["version 1", "version 2", "version 3"],
 )
 def test_an_older_file_loads_with_the_dynamics_it_was_saved_with(trained, old_format):
+    """(Its rules and config; the random draws are this version's: see storage.VERSION.)"""
     net, path = trained
     rewrite(path, old_format)
     loaded = load_network(path)
@@ -186,7 +188,7 @@ def test_an_older_file_loads_with_the_dynamics_it_was_saved_with(trained, old_fo
 
 @pytest.mark.parametrize(
     "damage",
-    [as_version(3, "noise_distribution"), as_version(2, "fast_inhibition", "noise_distribution")],
+    [as_version(4, "noise_distribution"), as_version(2, "fast_inhibition", "noise_distribution")],
     ids=["current version", "version 2"],
 )
 def test_a_config_missing_a_key_its_version_has_is_refused(trained, damage):

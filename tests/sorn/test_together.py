@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from webapp.sorn import SORN, SORNConfig
-from webapp.sorn.randomness import BLOCK_STEPS
+from webapp.sorn.network import RENORMALIZE_EVERY
 from webapp.sorn.together import run_together
 
 SMALL = SORNConfig(n_e=60, n_i=15)
@@ -26,11 +26,11 @@ def assert_same_network(a: SORN, b: SORN) -> None:
 
 
 def twins(count: int, rng: np.random.Generator, config: SORNConfig = SMALL):
-    """Pairs of identical networks of different ages (some mid-block)."""
+    """Pairs of identical networks of different ages."""
     base = SORN(config, seed=3)
     pairs = []
     for _ in range(count):
-        age = int(rng.integers(0, 3 * BLOCK_STEPS))
+        age = int(rng.integers(0, 2 * RENORMALIZE_EVERY))
         net = copy.deepcopy(base)
         net.run(age, record=False)
         pairs.append((net, copy.deepcopy(net)))
@@ -38,7 +38,7 @@ def twins(count: int, rng: np.random.Generator, config: SORNConfig = SMALL):
 
 
 def test_runs_together_equal_runs_one_after_the_other():
-    """Across block ends, with empty runs and rows that fill up, for many rounds."""
+    """Across exact renormalizations, with empty runs and rows that fill up, for many rounds."""
     rng = np.random.default_rng(0)
     pairs = twins(7, rng)
     for _ in range(60):

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from webapp.sorn import SORN, NetworkFileError, SORNConfig, TokenEncoder, load_network
-from webapp.sorn.randomness import BLOCK_STEPS, BlockDraws
 from webapp.sorn.together import run_together
 
 SpikeCallback = Callable[[int, np.ndarray], None]
@@ -53,7 +52,6 @@ class EpisodeNetwork:
         self.net, self.last_episode_id = self._load_newest(config or SORNConfig())
         self.config = self.net.config  # a snapshot keeps the config it was made with
         self.encoder = _encoder(self.config.n_e)
-        self._spare_draws: BlockDraws | None = None  # see _run_frozen
 
     # -- snapshots ------------------------------------------------------------------
 
@@ -132,30 +130,6 @@ class EpisodeNetwork:
     def _assemblies(self, tokens: list[str]) -> list[np.ndarray]:
         return [self.encoder.units(t) for t in dict.fromkeys(tokens)][:MAX_QUERY_TOKENS]
 
-    def _run_frozen(self, inputs: list[np.ndarray | None]) -> np.ndarray:
-        """Run `inputs` on a frozen copy; returns its spikes. Drawing a block of random
-        numbers costs far more than a short run, so the copy uses the block the live
-        network or an earlier recall already drew (draws depend only on the seed and the
-        block), and hands back what it drew: the live network's block, or the next one,
-        kept as a spare (a run is split where it crosses into the next block)."""
-        frozen = self.net.frozen_copy()
-        boundary = BLOCK_STEPS - frozen.t % BLOCK_STEPS
-        parts = [part for part in (inputs[:boundary], inputs[boundary:]) if part] or [inputs]
-        spikes = []
-        for part in parts:
-            block = frozen.t // BLOCK_STEPS
-            if self._spare_draws is not None and self._spare_draws.block == block:
-                frozen._draws = self._spare_draws
-            spikes.append(frozen.run(part))
-            drawn = frozen._draws
-            if drawn is None:
-                continue
-            if drawn.block == self.net.t // BLOCK_STEPS:
-                self.net._draws = drawn
-            else:
-                self._spare_draws = drawn
-        return np.concatenate(spikes)
-
     def evoke(self, tokens: list[str], on_spikes: SpikeCallback | None = None) -> np.ndarray:
         """What the query makes the network do beyond its input: each query token drives
         its assembly for one step on a frozen copy, then the network runs free for
@@ -165,7 +139,7 @@ class EpisodeNetwork:
         inputs: list[np.ndarray | None] = []
         for units in assemblies:
             inputs.extend([units] + [None] * EVOKE_STEPS)
-        spikes = self._run_frozen(inputs)
+        spikes = self.net.frozen_copy().run(inputs)
         if on_spikes is not None:
             on_spikes(self.net.t, spikes)
         free = np.array([units is None for units in inputs])

@@ -1,8 +1,9 @@
 """The SORN step compiled with numba: an optional backend, bit-identical to the numpy one.
 
-`network.SORN` is the reference. This kernel runs a stretch of steps inside one block of
-random draws (see randomness) on the network's own arrays, in place, doing every
-floating-point operation of `SORN._advance` in the same order: the drive is summed row
+`network.SORN` is the reference. This kernel runs a stretch of steps on the network's own
+arrays, in place, computing the random draws of every step as randomness does (the same
+hash functions, compiled) and doing every floating-point operation of `SORN._advance` in
+the same order: the drive is summed row
 after row over the E units that fired, `bincount`s are scatter-adds in index order, and
 elementwise operations are exact anyway. numba does not fuse a*b+c into one rounding
 (no fastmath), so same seed and inputs give the same spikes, weights and thresholds.
@@ -32,8 +33,20 @@ import numba
 import numba.extending
 import numpy as np
 
+from webapp.sorn import randomness
 from webapp.sorn.config import SORNConfig
 from webapp.sorn.network import EMPTY_SUM, UNIT_INDEX
+from webapp.sorn.randomness import (
+    ADD_SYNAPSE,
+    FALLBACK,
+    FIRST_CANDIDATE,
+    GOLDEN,
+    NOISE_A,
+    NOISE_B,
+    SQRT_HALF,
+    STRUCTURAL_CANDIDATES,
+    TABLE_MASK,
+)
 
 
 class Rules(NamedTuple):
@@ -48,6 +61,7 @@ class Rules(NamedTuple):
     ip: bool
     structural: bool
     fast_inhibition: bool
+    uniform_noise: bool  # noise_distribution "uniform" (else "normal")
     input_gain: float
     eta_stdp: float
     eta_ip: float
@@ -66,7 +80,7 @@ def rules_for(config: SORNConfig, learning: bool) -> Rules:
     anew for every distinct combination of argument types."""
     flags = (
         config.stdp, config.istdp, config.normalization, config.ip, config.structural,
-        config.fast_inhibition,
+        config.fast_inhibition, config.noise_distribution == "uniform",
     )
     rates = (
         config.input_gain, config.eta_stdp, config.eta_ip, config.eta_ip * config.h_ip,
@@ -129,15 +143,16 @@ def _compile(function):
 
 @_compile
 def run_many(
-    rules, arrays, noise, sigma, add_synapse, candidates, fallback, t, step_ptr, first_input,
-    input_ptr, input_units, spikes, record, ran, full,
+    rules, arrays, table, keys, sigma, t, step_ptr, first_input, input_ptr, input_units,
+    spikes, record, ran, full,
 ):
     """Several networks' runs in one call. Run j's network arrays are described by row j of
     `arrays`: an (address, rows, columns) triple per array, in SORN.kernel_arrays order
-    (see sorn.together). Run j starts at the network's step t[j]; its steps are the rows
-    step_ptr[j]..step_ptr[j + 1] of the draws (noise, add_synapse, candidates, fallback)
-    and of the spikes, and its inputs start at input_ptr[first_input[j]]. Writes each run's
-    (steps run, whether a row is full) into ran[j], full[j] (see _run)."""
+    (see sorn.together). Run j starts at the network's step t[j] with draws' key keys[j]
+    (noise from `table`, scaled by `sigma`: see randomness); its steps are the rows
+    step_ptr[j]..step_ptr[j + 1] of the spikes, and its inputs start at
+    input_ptr[first_input[j]]. Writes each run's (steps run, whether a row is full) into
+    ran[j], full[j] (see _run)."""
     for j in range(arrays.shape[0]):
         a = arrays[j]
         first, last = step_ptr[j], step_ptr[j + 1]
@@ -147,8 +162,7 @@ def run_many(
             _matrix(a, 2, np.float64), _vector(a, 3, np.int32), _matrix(a, 4, UNIT_INDEX),
             _vector(a, 5, np.int32), _matrix(a, 6, np.float64), _vector(a, 7, np.float64),
             _vector(a, 8, np.float64), _vector(a, 9, np.float64), _vector(a, 10, np.bool_),
-            _matrix(a, 11, np.int64), noise[first:last], sigma, add_synapse[first:last],
-            candidates[first:last], fallback[first:last], 0, t[j], inputs, input_units,
+            _matrix(a, 11, np.int64), table, keys[j], sigma, t[j], inputs, input_units,
             spikes[first:last], record)
 
 
@@ -177,15 +191,36 @@ def _vector(described, index, kind):
     return numba.carray(_pointer(address, kind), (length,))
 
 
+_mix64 = _compile(randomness.mix64)
+_unit_float = _compile(randomness.unit_float)
+
+
+@_compile
+def _lane(key, step, lane):
+    """randomness.lane_bits(key, step, lane) for uint64 key and step and an int lane."""
+    return _mix64(_mix64(key ^ step) + (np.uint64(lane) + np.uint64(1)) * GOLDEN)
+
+
+@_compile
+def _noise(uniform, table, a, b, sigma, noise):
+    """Every unit's ξ: as randomness.noise_of, float32 from windows a and b of `table`
+    (both lanes' bits), then float64 times the unit's σ."""
+    one = np.float32(1.0)
+    for unit in range(noise.size):
+        offset = np.uint64(unit)
+        total = table[(a + offset) & TABLE_MASK] + table[(b + offset) & TABLE_MASK]
+        total = total - np.float32(total >= one) if uniform else total * SQRT_HALF
+        noise[unit] = np.float64(total) * sigma[unit]
+
+
 @_compile
 def _run(
     rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
-    state, counts, noise, sigma, add_synapse, candidates, fallback, offset, t, input_ptr,
-    input_units, spikes, record,
+    state, counts, table, key, sigma, t, input_ptr, input_units, spikes, record,
 ):
-    """Advance up to len(input_ptr) - 1 steps from step t (block offset `offset`), mutating
-    the network arrays in place; step k drives input_units[input_ptr[k]:input_ptr[k + 1]].
-    The noise of a unit is noise[offset + k, unit] * sigma[unit] (see BlockDraws).
+    """Advance up to len(input_ptr) - 1 steps from step t, mutating the network arrays in
+    place; step k drives input_units[input_ptr[k]:input_ptr[k + 1]]. The draws of step
+    t + k are randomness's for (key, t + k), the noise read from `table` (see _noise).
     I unit i's synapses are its first ei_count[i] slots (posts ei_post, weights ei_w).
     E->E synapses are the slot rows (ee_post, ee_w, ee_count); every row must have a free
     slot (or hold n_e - 1 synapses) on entry. Returns (steps run, whether a row is full):
@@ -205,15 +240,19 @@ def _run(
     stdp_work[2] = -1.0
     growth = np.empty(sums.size)
     driven_at = np.full(n_e, -1, np.intp)
+    noise = np.empty(n_t)
     for k in range(n_steps):
+        step = np.uint64(t + k)
         split_prev = 0
         while split_prev < n_prev and prev[split_prev] < n_e:
             split_prev += 1
+        _noise(rules.uniform_noise, table, _lane(key, step, NOISE_A),
+               _lane(key, step, NOISE_B), sigma, noise)
         _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
-               thresholds, prev, split_prev, n_prev, noise[offset + k], sigma,
+               thresholds, prev, split_prev, n_prev, noise,
                input_units[input_ptr[k] : input_ptr[k + 1]], k, driven_at, drive, inhibition)
         if rules.fast_inhibition:
-            _drive_from_new_e(n_e, ie_w, scales, thresholds, noise[offset + k], sigma, drive)
+            _drive_from_new_e(n_e, ie_w, scales, thresholds, noise, drive)
         for unit in range(n_t):
             state[unit] = drive[unit] >= 0.0
         n_fired, split = _list_fired(state, n_e, fired)
@@ -221,8 +260,7 @@ def _run(
         if rules.learning:
             filled = _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
                             sums, thresholds, state, prev, split_prev, n_prev, fired, split,
-                            add_synapse[offset + k], candidates[offset + k],
-                            fallback[offset + k], growth, work, stdp_work)
+                            key, step, growth, work, stdp_work)
         row = (t + k) % counts.shape[0]
         counts[row, 0] = split
         counts[row, 1] = n_fired - split
@@ -253,7 +291,7 @@ def _list_fired(state, n_e, fired):
 
 @_compile
 def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
-           thresholds, prev, split_prev, n_prev, noise, sigma, units, k, driven_at, drive,
+           thresholds, prev, split_prev, n_prev, noise, units, k, driven_at, drive,
            inhibition):
     """drive = Σ_rows W_out[e_prev] · scale − inhibition − T + ξ (+ gain on driven units)."""
     n_e = rules.n_e
@@ -280,7 +318,7 @@ def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales
             drive[post] -= inhibition[post] * scales[n_t + post]
     for unit in range(n_t):
         drive[unit] -= thresholds[unit]
-        drive[unit] += noise[unit] * sigma[unit]  # float32 * float64: as BlockDraws.noise_at
+        drive[unit] += noise[unit]
     for unit in units:  # numpy's drive[units] += gain adds once per distinct unit
         if driven_at[unit] != k:
             driven_at[unit] = k
@@ -288,7 +326,7 @@ def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales
 
 
 @_compile
-def _drive_from_new_e(n_e, ie_w, scales, thresholds, noise, sigma, drive):
+def _drive_from_new_e(n_e, ie_w, scales, thresholds, noise, drive):
     """Fast inhibition: the I units' drive from the E units whose drive is >= 0."""
     n_t = drive.size
     drive[n_e:] = 0.0
@@ -300,13 +338,12 @@ def _drive_from_new_e(n_e, ie_w, scales, thresholds, noise, sigma, drive):
     for post in range(n_e, n_t):
         drive[post] *= scales[post]
         drive[post] -= thresholds[post]
-        drive[post] += noise[post] * sigma[post]
+        drive[post] += noise[post]
 
 
 @_compile
 def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
-           state, prev, split_prev, n_prev, fired, split, add_synapse, candidates, fallback,
-           growth, work, stdp_work):
+           state, prev, split_prev, n_prev, fired, split, key, step, growth, work, stdp_work):
     """IP, STDP, structural plasticity, iSTDP and normalization, in network's order.
     Returns the new synapse count of the row a synapse was added to (0 if none was)."""
     n_e = rules.n_e
@@ -321,8 +358,8 @@ def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums
         _stdp(rules, ee_post, ee_w, ee_count, scales, prev[:split_prev], fired[:split], growth,
               stdp_work)
     filled = 0
-    if rules.structural and add_synapse < rules.p_add:
-        pre, post = _free_place(ee_post, ee_count, n_e, candidates, fallback)
+    if rules.structural and _unit_float(_lane(key, step, ADD_SYNAPSE)) < rules.p_add:
+        pre, post = _free_place(ee_post, ee_count, n_e, key, step)
         if pre >= 0:
             filled = ee_count[pre]
             ee_post[pre, filled] = post
@@ -411,11 +448,13 @@ def _has_synapse(ee_post, ee_count, pre, post):
 
 
 @_compile
-def _free_place(ee_post, ee_count, n_e, candidates, fallback):
+def _free_place(ee_post, ee_count, n_e, key, step):
     """A uniformly random free E->E place (pre != post), or (-1, -1) if there is none:
     the first free candidate, else the free place numbered int(fallback * free) in
-    row-major order, as numpy's nonzero lists them."""
-    for place in candidates:
+    row-major order, as numpy's nonzero lists them (see randomness.StepDraws)."""
+    places = np.uint64(n_e * n_e)
+    for lane in range(FIRST_CANDIDATE, FIRST_CANDIDATE + STRUCTURAL_CANDIDATES):
+        place = np.int64(_lane(key, step, lane) % places)
         pre, post = place // n_e, place % n_e
         if pre != post and not _has_synapse(ee_post, ee_count, pre, post):
             return pre, post
@@ -424,7 +463,7 @@ def _free_place(ee_post, ee_count, n_e, candidates, fallback):
         free += n_e - 1 - ee_count[pre]
     if free == 0:
         return -1, -1
-    wanted = int(fallback * free)
+    wanted = int(_unit_float(_lane(key, step, FALLBACK)) * free)
     taken = np.zeros(n_e, np.bool_)
     for pre in range(n_e):
         room = n_e - 1 - ee_count[pre]

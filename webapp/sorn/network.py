@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from webapp.sorn.config import SORNConfig
-from webapp.sorn.randomness import BLOCK_STEPS, BlockDraws, block_draws, check_seed, init_generator
+from webapp.sorn.randomness import StepDraws, check_seed, init_generator, noise_table, seed_key
 
 RATE_WINDOW = 1000  # steps over which stats() reports the recent firing rates
 RENORMALIZE_EVERY = 1024  # steps between exact renormalizations (lazy scales folded back)
@@ -241,7 +241,11 @@ class SORN:
         self._thresholds_e = self._thresholds[: cfg.n_e]  # a view, adapted by IP
         self._state = np.concatenate([a.x, a.y]).astype(bool)
         self._counts = np.ascontiguousarray(a.rate_counts, dtype=np.int64)
-        self._draws: BlockDraws | None = None
+        # The random draws' hash key (see randomness), an array of one as the kernel takes it.
+        self.draws_key = np.array([seed_key(a.seed)], np.uint64)
+        # Each unit's noise scale σ: E units, then I units.
+        self.sigma = shared_constant(np.repeat([cfg.noise_sigma, cfg.noise_sigma_i],
+                                               [cfg.n_e, cfg.n_i]))
         self._n_total = n_t
         self._no_spikes = np.empty((0, n_t), dtype=bool)  # the kernel's `spikes` unrecorded
         self._kernel_rules: dict = {}  # the kernel's Rules, by the `plastic` flag
@@ -381,24 +385,20 @@ class SORN:
             raise ValueError(f"input units must lie in [0, {self.config.n_e})")
         return starts, every.astype(np.intp, copy=False)
 
-    def _start_step(self) -> BlockDraws:
-        """The draws of step t's block; renormalizes exactly when it is due at step t."""
-        cfg = self.config
-        draws = self._draws
-        if draws is None or draws.block != self.t // BLOCK_STEPS:
-            draws = self._draws = block_draws(
-                self.seed, self.t // BLOCK_STEPS, cfg.n_e, cfg.n_i,
-                cfg.noise_sigma, cfg.noise_sigma_i, cfg.noise_distribution,
-            )
-        if self.plastic and self.t % RENORMALIZE_EVERY == 0 and cfg.normalization:
+    def renormalize_if_due(self) -> None:
+        """Renormalize exactly if it is due before step t (every RENORMALIZE_EVERY steps)."""
+        if self.plastic and self.t % RENORMALIZE_EVERY == 0 and self.config.normalization:
             self._renormalize_exactly()
-        return draws
+
+    def steps_until_renormalization(self) -> int:
+        """Steps from t up to the next exact renormalization: how far one kernel call goes."""
+        return RENORMALIZE_EVERY - self.t % RENORMALIZE_EVERY
 
     def _run_compiled(
         self, starts: np.ndarray, units: np.ndarray, spikes: np.ndarray | None
     ) -> None:
-        """`run` through the numba kernel, one call per stretch of steps within a block of
-        draws (exact renormalization falls on block starts, as BLOCK_STEPS divides it)."""
+        """`run` through the numba kernel, one call per stretch of steps up to the next
+        exact renormalization (or a row that fills up)."""
         from webapp.sorn.kernel import run_many
 
         rules = self.kernel_rules()
@@ -407,19 +407,21 @@ class SORN:
         done = 0
         ran, full = np.empty(1, np.intp), np.empty(1, np.bool_)
         while done < n_steps:
-            draws = self._start_step()
-            offset = self.t % BLOCK_STEPS
-            steps = min(n_steps - done, BLOCK_STEPS - offset)
-            rows = slice(offset, offset + steps)
+            self.renormalize_if_due()
+            steps = min(n_steps - done, self.steps_until_renormalization())
             run_many(
-                rules, self.kernel_description()[None, :], draws.noise[rows], draws.sigma,
-                draws.add_synapse[rows], draws.candidates[rows], draws.fallback[rows],
-                np.array([self.t]), np.array([0, steps]), np.array([done]), starts, units,
-                self._no_spikes if spikes is None else spikes[done : done + steps],
+                rules, self.kernel_description()[None, :], self.noise_table, self.draws_key,
+                self.sigma, np.array([self.t]), np.array([0, steps]), np.array([done]),
+                starts, units, self._no_spikes if spikes is None else spikes[done : done + steps],
                 spikes is not None, ran, full,
             )
             self.kernel_ran(ran[0], full[0])
             done += int(ran[0])
+
+    @property
+    def noise_table(self) -> np.ndarray:
+        """The table its noise is read from (see randomness)."""
+        return noise_table(self.config.noise_distribution)
 
     def kernel_rules(self):
         """The kernel's Rules for this network as it is now (learning or frozen)."""
@@ -465,8 +467,9 @@ class SORN:
         """Compute x(t+1), y(t+1), apply the plasticity rules; return the new state."""
         cfg = self.config
         n_e = cfg.n_e
-        offset = self.t % BLOCK_STEPS
-        draws = self._start_step()
+        self.renormalize_if_due()
+        draws = StepDraws(self.draws_key[0], self.t, n_e, self.sigma,
+                          cfg.noise_distribution == "uniform")
         learning = self.plastic
 
         e_prev = self._fired[: self._split]
@@ -483,7 +486,7 @@ class SORN:
             inhibition *= self._scale_ei
             drive[:n_e] -= inhibition
         drive -= self._thresholds
-        noise = draws.noise_at(offset)
+        noise = draws.noise
         drive += noise
         if units is not None:
             drive[units] += cfg.input_gain
@@ -500,7 +503,7 @@ class SORN:
                 self._thresholds[e_fired] += cfg.eta_ip
             # Change of every unit's effective input sums, laid out like self._sums.
             growth = np.zeros(self._sums.size) if cfg.normalization else None
-            self._learn_ee(e_prev, e_fired, sent, draws, offset, growth)
+            self._learn_ee(e_prev, e_fired, sent, draws, growth)
             if cfg.istdp and i_prev.size:
                 self._learn_ei(i_prev, inhibitors, inhibition_rows, state[:n_e], growth)
             if growth is not None:
@@ -530,15 +533,15 @@ class SORN:
     # ---------------------------------------------------------------- plasticity
 
     def _learn_ee(
-        self, e_prev: np.ndarray, e_fired: np.ndarray, sent: np.ndarray, draws: BlockDraws,
-        offset: int, growth: np.ndarray | None,
+        self, e_prev: np.ndarray, e_fired: np.ndarray, sent: np.ndarray, draws: StepDraws,
+        growth: np.ndarray | None,
     ) -> None:
         """STDP and structural plasticity of the E->E synapses."""
         cfg = self.config
         if cfg.stdp and e_prev.size and e_fired.size:
             self._stdp(e_prev, e_fired, sent, growth)
-        if cfg.structural and draws.add_synapse[offset] < cfg.p_add:
-            place = self._free_place(draws, offset)
+        if cfg.structural and draws.add_synapse < cfg.p_add:
+            place = self._free_place(draws)
             if place is not None:
                 pre, post = place
                 self._gate_out[pre, post] = True
@@ -583,10 +586,10 @@ class SORN:
             new -= old
             growth[e_prev] += column_sums(new) * scale
 
-    def _free_place(self, draws: BlockDraws, offset: int) -> tuple[int, int] | None:
+    def _free_place(self, draws: StepDraws) -> tuple[int, int] | None:
         """A uniformly random (pre, post) place without an E->E synapse, pre != post."""
         n_e = self.config.n_e
-        for place in draws.candidates[offset]:
+        for place in draws.candidates:
             pre, post = divmod(int(place), n_e)
             if pre != post and not self._gate_out[pre, post]:
                 return pre, post
@@ -595,7 +598,7 @@ class SORN:
         free_places = free.nonzero()
         if free_places[0].size == 0:
             return None
-        k = int(draws.fallback[offset] * free_places[0].size)
+        k = int(draws.fallback * free_places[0].size)
         return int(free_places[0][k]), int(free_places[1][k])
 
     def _learn_ei(

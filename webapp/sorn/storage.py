@@ -20,8 +20,11 @@ from webapp.sorn.config import SORNConfig
 from webapp.sorn.network import RATE_WINDOW, SORN, NetworkArrays
 
 FORMAT = "sornmemory.sorn"
-VERSION = 3
+VERSION = 4
 # Config keys each version added, with the values that reproduce a network of an older file.
+# Version 4 added none: it marks the random draws of randomness's hashed lanes and noise
+# table. Files of versions 1-3 were saved by programs drawing Philox blocks; they load and
+# continue with these draws (docs/MODEL.md §9), and older programs refuse version 4 files.
 ADDED_CONFIG_KEYS = {2: {"fast_inhibition": False}, 3: {"noise_distribution": "normal"}}
 
 

@@ -9,7 +9,7 @@ The kernel finds each network's arrays through a table with a row per network of
 (address, rows, columns) per array (`SORN.kernel_description`), valid as the networks
 hold their arrays during the call. (numba's typed lists would do the same more safely,
 but compile their methods in every new process: seconds at each worker start.) A run
-stops where the network's block of random draws ends or a row fills up; the rest runs
+stops where the network's exact renormalization is due or a row fills up; the rest runs
 through `SORN.run`. Networks on the numpy backend simply run one by one.
 """
 
@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from webapp.sorn.network import SORN, Units
-from webapp.sorn.randomness import BLOCK_STEPS
 
 
 def run_together(networks: Sequence[SORN], inputs: Sequence[Sequence[Units]],
@@ -60,39 +59,26 @@ def _run_group(networks: list[SORN], inputs: list[list[Units]],
     first = networks[0]
     starts, units = first._pack_inputs([entry for entries in inputs for entry in entries])
     lengths = np.empty(len(networks), np.intp)
-    draws = []  # per network: its block's draws and the row of its next step in them
     for index, (net, entries) in enumerate(zip(networks, inputs, strict=True)):
         net._build_ee_rows()  # slot rows built before a renormalization that may be due
-        block = net._start_step()  # renormalizes if due now: before the arrays are read
-        offset = net.t % BLOCK_STEPS
-        lengths[index] = min(len(entries), BLOCK_STEPS - offset)
-        draws.append((block, offset))
+        net.renormalize_if_due()  # before the kernel reads the arrays
+        lengths[index] = min(len(entries), net.steps_until_renormalization())
     described = np.stack([net.kernel_description() for net in networks])
     first_input = np.cumsum([0] + [len(entries) for entries in inputs[:-1]])
     step_ptr = np.concatenate([[0], np.cumsum(lengths)])
-
-    def rows(name: str) -> np.ndarray:
-        """The draws named `name` of every run's steps, one run after the other; read-only
-        like the blocks themselves, which a single network's run passes (another array type
-        would make numba compile the whole kernel a second time)."""
-        joined = np.concatenate([getattr(block, name)[offset : offset + length]
-                                 for (block, offset), length in zip(draws, lengths, strict=True)])
-        joined.flags.writeable = False
-        return joined
-
     n_t = first.config.n_e + first.config.n_i
     spikes = np.empty((step_ptr[-1] if record else 0, n_t), dtype=bool)
     ran = np.empty(len(networks), np.intp)
     full = np.empty(len(networks), np.bool_)
-    run_many(first.kernel_rules(), described, rows("noise"),
-             draws[0][0].sigma, rows("add_synapse"), rows("candidates"), rows("fallback"),
+    run_many(first.kernel_rules(), described, first.noise_table,
+             np.concatenate([net.draws_key for net in networks]), first.sigma,
              np.array([net.t for net in networks], np.int64), step_ptr, first_input, starts,
              units, spikes, record, ran, full)
     results: list[np.ndarray | None] = []
     for index, (net, entries) in enumerate(zip(networks, inputs, strict=True)):
         net.kernel_ran(ran[index], full[index])
         mine = spikes[step_ptr[index] : step_ptr[index] + ran[index]] if record else None
-        if ran[index] < len(entries):  # its block ended or a row filled: the rest alone
+        if ran[index] < len(entries):  # a renormalization is due or a row filled: the rest alone
             rest = net.run(entries[ran[index]:], record)
             mine = np.concatenate([mine, rest]) if record else None
         results.append(mine)
