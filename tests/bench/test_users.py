@@ -1,11 +1,12 @@
 """The many-users harness: routing like the engine pool, step counting, both paths."""
 
 import argparse
+import json
 
 from webapp.bench import users
 from webapp.engine.pool import EnginePool
 from webapp.engine.worker import WorkerSettings
-from webapp.memory import tokenize
+from webapp.memory import Memory, Store, tokenize
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -46,11 +47,60 @@ def test_both_paths_report_a_point_per_user_count(tmp_path):
     assert plot.stat().st_size > 1000
 
 
-def test_networks_of_spread_ages_are_measured_too():
-    """--spread-ages ages each user's network differently first (real users' networks do
-    not step in lockstep); the network path still counts every step."""
+def write_locomo(path) -> None:
+    """A tiny file in LoCoMo's format: one conversation of two sessions."""
+    conversation = {
+        "speaker_a": "Anna", "speaker_b": "Ben",
+        "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": [{"speaker": "Anna", "dia_id": "D1:1", "text": "I adopted a puppy"},
+                      {"speaker": "Ben", "dia_id": "D1:2", "text": "What is its name?",
+                       "blip_caption": "a small dog"}],
+        "session_2_date_time": "2:10 pm on 9 May, 2023",
+        "session_2": [{"speaker": "Anna", "dia_id": "D2:1",
+                       "text": "Biscuit, and she already knows how to sit and wait"}],
+    }
+    path.write_text(json.dumps([{"conversation": conversation, "qa": []}]), encoding="utf-8")
+
+
+def test_chat_turns_are_the_turns_as_bench_locomo_stores_them(tmp_path):
+    write_locomo(tmp_path / "locomo.json")
+    assert users.chat_turns(tmp_path / "locomo.json") == [
+        "Anna: I adopted a puppy",
+        "Ben: What is its name? (image: a small dog)",
+        "Anna: Biscuit, and she already knows how to sit and wait",
+    ]
+
+
+def test_users_ages_differ_and_stay_below_the_spread():
+    assert {users.age_of(u, 1000) for u in range(1, 1001)} == set(range(1000))
+    assert users.age_of(5, 0) == 0
+
+
+def test_a_users_memory_opens_the_network_aged_for_them(tmp_path):
+    """The aged snapshot is where the worker's Memory looks, and it is the one loaded."""
+    store = Store(tmp_path / "memory.db")
+    user_ids = [store.create_user(f"user{i}", "-") for i in range(3)]
+    users.age_networks(user_ids, tmp_path / "networks", 300)
+    steps = [Memory(store, u, tmp_path / "networks").network.net.t for u in user_ids]
+    assert steps == [users.age_of(u, 300) for u in user_ids]
+    assert len(set(steps)) == 3
+    store.close()
+
+
+def test_both_paths_measure_aged_networks_storing_real_chat_turns(tmp_path):
+    """--spread-ages: each user's network starts at its own age (real users' networks do
+    not step in lockstep), in the pool too; --data: the texts are a LoCoMo file's turns."""
+    write_locomo(tmp_path / "locomo.json")
     result = users.run(parse("--users", "3", "--workers", "1", "--seconds", "0.2",
-                             "--mode", "network", "--spread-ages", "5000"))
-    (point,) = result["points"]
-    assert result["spread_ages"] == 5000
-    assert point["stores"] > 0 and point["user_steps"] > 2 * point["stores"]
+                             "--spread-ages", "300", "--data", str(tmp_path / "locomo.json")))
+    turns = users.chat_turns(tmp_path / "locomo.json")
+    assert result["spread_ages"] == 300
+    assert result["texts"]["distinct"] == 3 and "locomo.json" in result["texts"]["source"]
+    assert result["steps_per_store_mean"] == round(
+        sum(map(users.steps_of, turns)) / len(turns), 2)
+    ages = [users.age_of(u, 300) for u in (1, 2, 3)]  # user ids 1..3 in both paths
+    for point in result["points"]:
+        assert point["distinct_network_steps"] == 3
+        assert point["network_steps_max"] - point["network_steps_min"] == max(ages) - min(ages)
+        assert point["network_steps_min"] > min(ages)  # then the warm-up stores
+        assert point["stores"] > 0 and point["user_steps"] > 2 * point["stores"]

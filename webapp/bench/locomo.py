@@ -113,10 +113,19 @@ def _mean(results: list[dict], k: int) -> float:
     return round(statistics.fmean(r[k] for r in results), 4) if results else 0.0
 
 
+def read_samples(path: Path) -> list[dict]:
+    """The samples (conversation and questions) of a LoCoMo JSON file."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def stored_texts(samples: list[dict]) -> list[str]:
+    """Every turn of every conversation as this benchmark stores it, in order."""
+    return [episode_text(turn) for sample in samples
+            for turn, _ in session_turns(sample["conversation"])]
 
 
 def run(args: argparse.Namespace) -> dict:
-    samples = json.loads(args.data.read_text(encoding="utf-8"))
+    samples = read_samples(args.data)
     if args.conversations:
         samples = samples[: args.conversations]
     return evaluate(samples, args.method, plastic=not args.static_network)

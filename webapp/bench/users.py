@@ -12,6 +12,12 @@ messages back to back for `--seconds`. Two paths are measured:
   fsync, index and trace, one transaction for all: group commit), one store in flight
   per user.
 
+Two things make the measurement as unkind as real use, when asked: `--spread-ages`
+gives every user a network of its own age (real users' networks are at very different
+step counts, and the SORN's random draws depend on the step), saved where the worker loads
+it; `--data` stores real chat turns (LoCoMo, as `bench locomo` stores them), which are
+longer than the generated messages.
+
 Reports wall-clock rates and the engine processes' CPU time (the VM is shared), with the
 load average, for each number of users; for the pool, also the CPU time of this process
 (the web side: submitting, pickling, resolving futures), which shares the same cores.
@@ -30,6 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from webapp.bench.figure import png_figure
+from webapp.bench.locomo import read_samples, stored_texts
 from webapp.bench.measure import cpu_seconds, load_average
 from webapp.bench.recall import ChatText
 from webapp.engine.pool import EnginePool
@@ -49,9 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("network", "pool", "both"), default="both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spread-ages", type=int, default=0, metavar="STEPS",
-                        help="network: age each user's network by a different number of "
-                             "free steps below STEPS first, as real users' networks differ "
-                             "(each then draws its own random blocks); 0: all alike")
+                        help="age each user's network by a different number of free steps "
+                             "below STEPS first, as real users' networks differ (their "
+                             "random draws differ too); 0: all new alike")
+    parser.add_argument("--data", type=Path, metavar="FILE",
+                        help="store the chat turns of this LoCoMo JSON file (as bench locomo "
+                             "stores them) instead of generated messages")
     parser.add_argument("--plot", type=Path, help="write the curve to this PNG")
     defaults = WorkerSettings(db_path="", network_dir="")
     parser.add_argument("--batch-stores", type=int, default=defaults.batch_stores,
@@ -64,6 +74,12 @@ def messages(seed: int) -> list[str]:
     """Generated chat messages (the same generator as `bench recall`)."""
     text = ChatText(seed)
     return [text.sentence() for _ in range(TEXTS)]
+
+
+def chat_turns(path: Path) -> list[str]:
+    """Real chat turns: every turn of a LoCoMo file, "<speaker>: <text>" as `bench locomo`
+    stores it (longer than the generated messages)."""
+    return stored_texts(read_samples(path))
 
 
 def steps_of(message: str) -> int:
@@ -80,56 +96,83 @@ def route(user_ids: list[int], workers: int) -> list[list[int]]:
     return groups
 
 
+def age_of(user_id: int, spread_ages: int) -> int:
+    """The free steps a user's network has run before the measurement: below `spread_ages`,
+    different for each user (7919 is a prime: distinct for up to `spread_ages` users unless
+    it divides `spread_ages`)."""
+    return user_id * 7919 % spread_ages if spread_ages else 0
+
+
+def age_networks(user_ids: list[int], directory: Path, spread_ages: int) -> float:
+    """Save each user's network, aged by `age_of` free steps, as a snapshot holding no
+    episodes in `directory`, where `EpisodeNetwork` (so the worker's `Memory`) loads it;
+    returns the seconds taken. One network ages in stages, youngest user first, and is saved
+    as each user's at their age: the oldest age in steps plus one save (~12 ms) per user,
+    not the sum of the ages."""
+    start = time.perf_counter()
+    aging = EpisodeNetwork(0, directory)  # user 0 is never saved: no user has id 0
+    for user_id in tqdm(sorted(user_ids, key=lambda u: age_of(u, spread_ages)),
+                        desc="aging networks", unit="network", leave=False):
+        steps = age_of(user_id, spread_ages) - aging.net.t
+        if steps:
+            aging.net.run(steps, record=False)
+        snapshot = EpisodeNetwork(user_id, directory)
+        snapshot.net = aging.net
+        snapshot.save(last_episode_id=0)
+    return time.perf_counter() - start
+
+
 # --- network path: the SORNs alone, one process per worker ---------------------------
 
 
-def _learn_for(user_ids, texts, seconds, batch_stores, spread_ages, barrier, results) -> None:
+def _learn_for(user_ids, directory, texts, seconds, batch_stores, barrier, results) -> None:
     """Worker process: every user learns one episode per round, `batch_stores` users'
     networks stepped together (as the worker's group commit does), until the time is up."""
     episodes = [tokenize(text) for text in texts]
-    with tempfile.TemporaryDirectory() as directory:
-        networks = [EpisodeNetwork(user_id, directory) for user_id in user_ids]
-        for network in networks:
-            if spread_ages:
-                network.net.run(network.user_id * 7919 % spread_ages, record=False)
-        for network in networks:  # warm-up (and JIT) before the clock starts
-            network.learn(episodes[0])
-        learn_together([(network, episodes[1], None) for network in networks])
-        barrier.wait()
-        wall_start, cpu_start = time.perf_counter(), time.process_time()
-        deadline = wall_start + seconds
-        steps = stores = 0
-        while time.perf_counter() < deadline:
-            for start in range(0, len(networks), batch_stores):
-                batch = [(network, episodes[(stores + i) % len(episodes)], None)
-                         for i, network in enumerate(networks[start:start + batch_stores])]
-                before = sum(network.net.t for network, _, _ in batch)
-                learn_together(batch)
-                steps += sum(network.net.t for network, _, _ in batch) - before
-                stores += len(batch)
-        results.put({"steps": steps, "stores": stores,
-                     "wall": time.perf_counter() - wall_start,
-                     "cpu": time.process_time() - cpu_start})
+    networks = [EpisodeNetwork(user_id, directory) for user_id in user_ids]
+    for network in networks:  # warm-up (and JIT) before the clock starts
+        network.learn(episodes[0])
+    learn_together([(network, episodes[1 % len(episodes)], None) for network in networks])
+    steps_at_start = [network.net.t for network in networks]
+    barrier.wait()
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    deadline = wall_start + seconds
+    steps = stores = 0
+    while time.perf_counter() < deadline:
+        for start in range(0, len(networks), batch_stores):
+            batch = [(network, episodes[(stores + i) % len(episodes)], None)
+                     for i, network in enumerate(networks[start:start + batch_stores])]
+            before = sum(network.net.t for network, _, _ in batch)
+            learn_together(batch)
+            steps += sum(network.net.t for network, _, _ in batch) - before
+            stores += len(batch)
+    results.put({"steps": steps, "stores": stores, "steps_at_start": steps_at_start,
+                 "wall": time.perf_counter() - wall_start,
+                 "cpu": time.process_time() - cpu_start})
 
 
 def measure_network(users: int, workers: int, seconds: float, texts: list[str], *,
                     batch_stores: int, spread_ages: int = 0) -> dict:
     ctx = multiprocessing.get_context("spawn")
-    groups = [g for g in route(list(range(1, users + 1)), workers) if g]
-    barrier, results = ctx.Barrier(len(groups)), ctx.Queue()
-    processes = [ctx.Process(target=_learn_for,
-                             args=(g, texts, seconds, batch_stores, spread_ages, barrier,
-                                   results))
-                 for g in groups]
-    load = load_average()
-    for process in processes:
-        process.start()
-    parts = [results.get() for _ in processes]
-    for process in processes:
-        process.join()
-    steps = sum(p["steps"] for p in parts)
-    return _point("network", users, steps, sum(p["stores"] for p in parts),
-                  max(p["wall"] for p in parts), sum(p["cpu"] for p in parts), load)
+    user_ids = list(range(1, users + 1))
+    groups = [g for g in route(user_ids, workers) if g]
+    with tempfile.TemporaryDirectory() as directory:
+        aging = age_networks(user_ids, Path(directory), spread_ages) if spread_ages else 0.0
+        barrier, results = ctx.Barrier(len(groups)), ctx.Queue()
+        processes = [ctx.Process(target=_learn_for,
+                                 args=(g, directory, texts, seconds, batch_stores, barrier,
+                                       results))
+                     for g in groups]
+        load = load_average()
+        for process in processes:
+            process.start()
+        parts = [results.get() for _ in processes]
+        for process in processes:
+            process.join()
+    point = _point("network", users, sum(p["steps"] for p in parts),
+                   sum(p["stores"] for p in parts), max(p["wall"] for p in parts),
+                   sum(p["cpu"] for p in parts), load)
+    return {**point, **_network_steps([t for p in parts for t in p["steps_at_start"]], aging)}
 
 
 # --- pool path: the real store command through the engine workers ---------------------
@@ -175,18 +218,22 @@ class _StoreDriver:
 
 
 def measure_pool(users: int, workers: int, seconds: float, texts: list[str], *,
-                 batch_stores: int, batch_steps: int) -> dict:
+                 batch_stores: int, batch_steps: int, spread_ages: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         store = Store(Path(directory) / "memory.db")
         user_ids = [store.create_user(f"user{i}", "-") for i in range(users)]
+        network_dir = Path(directory) / "networks"
+        aging = age_networks(user_ids, network_dir, spread_ages) if spread_ages else 0.0
         settings = WorkerSettings(db_path=str(Path(directory) / "memory.db"),
-                                  network_dir=str(Path(directory) / "networks"),
+                                  network_dir=str(network_dir),
                                   quiet_seconds=3600.0,  # no housekeeping while timed
                                   batch_stores=batch_stores, batch_steps=batch_steps)
         pool = EnginePool(settings, workers).start()
         try:
             for future in [pool.submit(u, "store", text=texts[0]) for u in user_ids]:
                 future.result(timeout=120)  # every memory loaded (and JIT done) first
+            steps_at_start = [future.result(timeout=120)["step"]  # as the workers loaded them
+                    for future in [pool.submit(u, "stats") for u in user_ids]]
             pids = [pid for pid in pool.worker_pids() if pid]
             load, cpu_start = load_average(), sum(cpu_seconds(pid) for pid in pids)
             driver = _StoreDriver(pool, texts)
@@ -201,7 +248,14 @@ def measure_pool(users: int, workers: int, seconds: float, texts: list[str], *,
     if driver.failures:
         raise RuntimeError(f"stores failed: {driver.failures[0]}")
     point = _point("pool", users, driver.steps, driver.stores, wall, cpu, load)
-    return {**point, "web_cpu_seconds": round(web_cpu, 3)}
+    return {**point, "web_cpu_seconds": round(web_cpu, 3), **_network_steps(steps_at_start, aging)}
+
+
+def _network_steps(steps_at_start: list[int], aging_seconds: float) -> dict:
+    """The networks' step counts when the clock started, and the time aging them took."""
+    return {"network_steps_min": min(steps_at_start), "network_steps_max": max(steps_at_start),
+            "distinct_network_steps": len(set(steps_at_start)),
+            "aging_seconds": round(aging_seconds, 2)}
 
 
 def _point(mode: str, users: int, steps: int, stores: int, wall: float, cpu: float,
@@ -221,8 +275,8 @@ def run(args: argparse.Namespace) -> dict:
     measure = {"network": partial(measure_network, batch_stores=args.batch_stores,
                                   spread_ages=args.spread_ages),
                "pool": partial(measure_pool, batch_stores=args.batch_stores,
-                               batch_steps=args.batch_steps)}
-    texts = messages(args.seed)
+                               batch_steps=args.batch_steps, spread_ages=args.spread_ages)}
+    texts = chat_turns(args.data) if args.data else messages(args.seed)
     points = []
     for mode in tqdm(modes, desc="modes", leave=False):
         for users in tqdm(counts, desc=mode, unit="point", leave=False):
@@ -231,6 +285,8 @@ def run(args: argparse.Namespace) -> dict:
         "workers": args.workers, "seconds": args.seconds,
         "batch_stores": args.batch_stores, "batch_steps": args.batch_steps,
         "spread_ages": args.spread_ages,
+        "texts": {"source": f"locomo turns of {args.data}" if args.data
+                  else f"generated (seed {args.seed})", "distinct": len(texts)},
         "steps_per_store_mean": round(sum(map(steps_of, texts)) / len(texts), 2),
         "goal_user_steps_per_sec": GOAL_USER_STEPS_PER_SEC, "points": points,
     }
@@ -254,13 +310,18 @@ def plot(result: dict, path: Path) -> None:
 
 
 def format_report(result: dict) -> str:
+    texts = result["texts"]
+    ages = (f"networks aged below {result['spread_ages']} steps" if result["spread_ages"]
+            else "new networks")
     lines = [f"{result['workers']} workers, {result['seconds']} s per point, "
-             f"{result['steps_per_store_mean']} steps per store on average; pool batches "
-             f"of at most {result['batch_stores']} stores / {result['batch_steps']} steps"]
+             f"{texts['distinct']} texts ({texts['source']}), "
+             f"{result['steps_per_store_mean']} steps per store on average; {ages}; pool "
+             f"batches of at most {result['batch_stores']} stores / {result['batch_steps']} steps"]
     for p in result["points"]:
         lines.append(f"{p['mode']:8} {p['users']:5} users: {p['user_steps_per_sec']:>10.0f} "
                      f"user-steps/s wall, {p['cpu_user_steps_per_sec'] or 0:>10.0f} per CPU-s, "
                      f"{p['stores_per_sec']:.0f} stores/s (load {p['load'][0]})"
                      + (f", web side {p['web_cpu_seconds']} CPU-s" if "web_cpu_seconds" in p
-                        else ""))
+                        else "")
+                     + f", networks at steps {p['network_steps_min']}-{p['network_steps_max']}")
     return "\n".join(lines)
