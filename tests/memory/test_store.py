@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from webapp.memory import Store
-from webapp.memory.store import _MIGRATIONS, NewEpisode, _packed
+from webapp.memory.store import _MIGRATIONS, POSTING, NewEpisode
 from webapp.memory.tokenizer import token_id
 
 
@@ -203,7 +203,7 @@ def write_indexed_episodes(conn: sqlite3.Connection, user_id: int, token_lists: 
     for token, entries in postings.items():
         conn.execute("INSERT INTO postings (user_id, token_id, first_episode, data) "
                      "VALUES (?, ?, ?, ?)", (user_id, token_id(token), entries[0][0],
-                                                _packed(entries)))
+                                                np.array(entries, dtype=POSTING).tobytes()))
     conn.execute("INSERT INTO memory_totals (user_id, episodes, tokens, last_seq, traced) "
                  "VALUES (?, ?, ?, ?, 0)", (user_id, len(ids),
                                             sum(map(len, token_lists)), len(ids)))

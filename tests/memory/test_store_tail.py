@@ -118,3 +118,17 @@ def test_reads_inside_a_batch_see_its_own_unmerged_stores(store):
         assert store.postings(user, ["cat"])["cat"].tolist() == [(episode_id, 1, 1)]
         assert store.mean_trace(user).tolist() == [2.0]
     assert store.postings(user, ["cat"])["cat"].tolist() == [(episode_id, 1, 1)]
+
+
+def test_term_counts_and_lengths_past_the_entry_fields_are_capped_in_tail_and_blocks(store):
+    user = store.create_user("ada", "h")
+    (long_id,) = store.add_episodes(user, [NewEpisode(text="long",
+                                                      tokens=["cat"] * 70_000 + ["dog"])])
+    capped = {"cat": (long_id, 65535, 65535), "dog": (long_id, 1, 65535)}
+    for token, entry in capped.items():  # read from the tail
+        assert store.postings(user, [token])[token].tolist() == [entry]
+    rng = random.Random(5)
+    store.add_episodes(user, [chat(rng) for _ in range(TAIL_POSITIONS)])  # merges the tail
+    assert blocks_on_disk(store, user) > 0
+    for token, entry in capped.items():  # read from the blocks
+        assert store.postings(user, [token])[token].tolist()[0] == entry

