@@ -11,8 +11,11 @@ from webapp.sorn import SORN, SORNConfig, TokenEncoder
 from webapp.sorn.randomness import (
     LANES,
     NOISE_TABLE_SIZE,
+    SQRT_HALF,
+    TABLE_WRAP,
     StepDraws,
     lane_bits,
+    noise_of,
     noise_table,
     seed_key,
     step_lanes,
@@ -32,10 +35,19 @@ def noise_of_steps(seed: int, n_e: int, n_i: int, sigma_e: float, sigma_i: float
 def test_the_noise_table_is_drawn_once_per_process_and_read_only():
     table = noise_table("normal")
     assert noise_table("normal") is table
-    assert table.dtype == np.float32 and table.size == NOISE_TABLE_SIZE
+    assert table.dtype == np.float32 and table.size == NOISE_TABLE_SIZE + TABLE_WRAP
+    assert np.array_equal(table[NOISE_TABLE_SIZE:], table[:TABLE_WRAP])  # windows wrap
     assert noise_table("uniform") is not table
     with pytest.raises(ValueError):
         table[0] = 1.0
+
+
+def test_a_window_past_the_table_end_wraps_around_to_its_start():
+    table = noise_table("normal")
+    a = np.uint64(NOISE_TABLE_SIZE - 3)
+    noise = noise_of(table, False, a, a, 6)
+    expected = np.concatenate([table[NOISE_TABLE_SIZE - 3 :NOISE_TABLE_SIZE], table[:3]])
+    assert np.array_equal(noise, (expected + expected) * SQRT_HALF)
 
 
 def test_draws_depend_only_on_the_seed_and_the_step():

@@ -206,9 +206,9 @@ def _noise(uniform, table, a, b, sigma, noise):
     """Every unit's ξ: as randomness.noise_of, float32 from windows a and b of `table`
     (both lanes' bits), then float64 times the unit's σ."""
     one = np.float32(1.0)
+    first, second = np.int64(a & TABLE_MASK), np.int64(b & TABLE_MASK)
     for unit in range(noise.size):
-        offset = np.uint64(unit)
-        total = table[(a + offset) & TABLE_MASK] + table[(b + offset) & TABLE_MASK]
+        total = table[first + unit] + table[second + unit]
         total = total - np.float32(total >= one) if uniform else total * SQRT_HALF
         noise[unit] = np.float64(total) * sigma[unit]
 

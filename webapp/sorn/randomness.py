@@ -11,8 +11,9 @@ integer and float32 operations, so both get the same bits.
   structural draws (does a synapse appear, where) take one lane each.
 - Noise: unit u's noise at step t is (table[(a + u) % M] + table[(b + u) % M]) / √2
   (standard normal), or (table[..] + table[..]) mod 1 (uniform), where a and b are two
-  lanes of step t and `table` is a fixed table of M = 2**22 float32 draws shared by every
-  network of the process. The sum of two independent normals over √2 is normal and the
+  lanes of step t (mod M) and `table` is a fixed table of M = 2**22 float32 draws shared by
+  every network of the process. The table repeats its first entries at its end, so a
+  step's two windows are plain slices. The sum of two independent normals over √2 is normal and the
   sum of two uniforms mod 1 is uniform, so each unit's noise has the right distribution;
   two steps' noise share a term only where one of their four windows overlap (about 0.07 %
   of pairs of steps, and then only between units a fixed distance apart). Reading two
@@ -30,6 +31,7 @@ from webapp.sorn.config import NOISE_DISTRIBUTIONS
 
 STRUCTURAL_CANDIDATES = 16  # random places tried per step for a new synapse
 NOISE_TABLE_SIZE = 1 << 22  # float32 draws in each noise table (16 MB)
+TABLE_WRAP = 1 << 17  # entries repeated at the table's end: more than n_e + n_i can be
 
 # Lanes of a step's draws.
 ADD_SYNAPSE, FALLBACK, NOISE_A, NOISE_B, FIRST_CANDIDATE = range(5)
@@ -91,24 +93,26 @@ def step_lanes(key: np.uint64, t: int) -> np.ndarray:
 
 @lru_cache(maxsize=len(NOISE_DISTRIBUTIONS))
 def noise_table(distribution: str) -> np.ndarray:
-    """The process's read-only table of float32 standard normals or uniforms in [0, 1)."""
+    """The process's read-only table of float32 standard normals or uniforms in [0, 1):
+    NOISE_TABLE_SIZE draws, then the first TABLE_WRAP of them again."""
     generator = np.random.Generator(np.random.Philox(
         key=np.array([_TABLE_KEY, NOISE_DISTRIBUTIONS.index(distribution)], np.uint64)))
     if distribution == "normal":
-        table = generator.standard_normal(NOISE_TABLE_SIZE, dtype=np.float32)
+        draws = generator.standard_normal(NOISE_TABLE_SIZE, dtype=np.float32)
     else:
-        table = generator.random(NOISE_TABLE_SIZE, dtype=np.float32)
+        draws = generator.random(NOISE_TABLE_SIZE, dtype=np.float32)
+    table = np.concatenate([draws, draws[:TABLE_WRAP]])
     table.flags.writeable = False
     return table
 
 
 def noise_of(table: np.ndarray, uniform: bool, a: np.uint64, b: np.uint64,
              units: int) -> np.ndarray:
-    """The unscaled float32 noise of units [0, units) from windows a and b of `table`."""
-    span = np.arange(units, dtype=np.uint64)
-    first = table[((a + span) & TABLE_MASK).astype(np.intp)]
-    second = table[((b + span) & TABLE_MASK).astype(np.intp)]
-    total = first + second
+    """The unscaled float32 noise of units [0, units) from the windows of lanes a and b."""
+    if units > TABLE_WRAP:
+        raise ValueError(f"at most {TABLE_WRAP} units draw noise")
+    first, second = int(a & TABLE_MASK), int(b & TABLE_MASK)
+    total = table[first : first + units] + table[second : second + units]
     if uniform:
         return total - (total >= np.float32(1.0)).astype(np.float32)
     return total * SQRT_HALF
