@@ -1,7 +1,8 @@
 """Recall's evoked spikes come from a frozen copy that shares the live network's weights:
 they equal a full copy's, also where the live network renormalizes next, and leave the network as
 it was.
-The learned drive is what the query's assemblies send through the weight changes."""
+The learned drive is what the query's assemblies send through the weight changes.
+Networks that learn together learn exactly what each learns alone."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import copy
 
 import numpy as np
 
-from webapp.memory.network import EVOKE_STEPS, NETWORK_SEED, EpisodeNetwork, initial_weights
+from webapp.memory.network import (
+    EVOKE_STEPS,
+    MAX_TOKENS_PRESENTED,
+    NETWORK_SEED,
+    SETTLE_STEPS,
+    STEPS_PER_TOKEN,
+    EpisodeNetwork,
+    initial_weights,
+    learn_together,
+    trace_of,
+)
 from webapp.sorn import SORN
 from webapp.sorn.network import RENORMALIZE_EVERY
 
@@ -83,3 +94,48 @@ def test_new_users_start_from_independent_copies_of_the_seeded_network(tmp_path)
     assert np.array_equal(second_spikes, built_spikes)
     assert np.array_equal(second.net.w_ee, built.w_ee)
     assert not np.array_equal(first.net.w_ee, second.net.w_ee)
+
+
+def presented(network: EpisodeNetwork, tokens: list[str]) -> list:
+    """What storing an episode presents, step by step: each token's assembly (the first
+    MAX_TOKENS_PRESENTED tokens), then the settling steps without input."""
+    inputs = []
+    for token in tokens[:MAX_TOKENS_PRESENTED]:
+        inputs += [network.encoder.units(token)] * STEPS_PER_TOKEN
+    return inputs + [None] * SETTLE_STEPS
+
+
+def test_networks_learning_together_learn_what_each_learns_alone(tmp_path):
+    """Episodes of every length (none, a few tokens, more than are presented), one network
+    crossing its exact renormalization: learning together, one after the other and
+    running the presented steps give the same traces, spikes handed to `on_spikes` and
+    networks."""
+    episodes = [WORDS * (MAX_TOKENS_PRESENTED // len(WORDS) + 2), [], WORDS[:3], QUERY]
+
+    def networks(directory) -> list[EpisodeNetwork]:
+        made = [near_renormalization(directory)]
+        made += [EpisodeNetwork(user, directory) for user in (2, 3, 4)]
+        made[2].learn(QUERY)
+        return made
+
+    together, alone, stepped = (networks(tmp_path / kind) for kind in ("1", "2", "3"))
+    start = together[0].net.t
+    handed: dict[str, list] = {"together": [], "alone": []}
+
+    def keep(kind: str):
+        return lambda first_step, spikes: handed[kind].append((first_step, spikes.copy()))
+
+    traces = learn_together([(network, tokens, keep("together"))
+                             for network, tokens in zip(together, episodes, strict=True)])
+    assert traces == [network.learn(tokens, keep("alone"))
+                      for network, tokens in zip(alone, episodes, strict=True)]
+    spikes = [network.net.run(presented(network, tokens))
+              for network, tokens in zip(stepped, episodes, strict=True)]
+    assert traces == [trace_of(run[:, : network.config.n_e]).tobytes()
+                      for network, run in zip(stepped, spikes, strict=True)]
+    np.testing.assert_equal(handed["together"], handed["alone"])
+    np.testing.assert_equal([run for _, run in handed["together"]], spikes)
+    assert start // RENORMALIZE_EVERY < together[0].net.t // RENORMALIZE_EVERY
+    for learned, one_by_one, reference in zip(together, alone, stepped, strict=True):
+        np.testing.assert_equal(state(learned), state(reference))
+        np.testing.assert_equal(state(one_by_one), state(reference))

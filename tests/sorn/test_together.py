@@ -8,7 +8,7 @@ import pytest
 
 from webapp.sorn import SORN, SORNConfig
 from webapp.sorn.network import RENORMALIZE_EVERY
-from webapp.sorn.together import run_together
+from webapp.sorn.together import pack, run_packed, run_together
 
 SMALL = SORNConfig(n_e=60, n_i=15)
 
@@ -94,6 +94,29 @@ def test_a_network_that_replaced_its_arrays_is_found_again():
             net.backend = alone.backend = "numba"
     for net, alone in pairs:
         assert_same_network(net, alone)
+
+
+def test_packed_inputs_give_back_their_entries_and_run_as_they_do():
+    """What a caller packing its inputs itself hands over: each run's entries (an empty
+    entry is no input), one array for the units of all."""
+    rng = np.random.default_rng(10)
+    pairs = twins(3, rng)
+    inputs = [random_inputs(rng, SMALL.n_e, steps) for steps in (12, 0, 30)]
+    inputs[0][3] = []
+    packed = pack([net for net, _ in pairs], inputs)
+    for run, entries in enumerate(inputs):
+        unpacked = packed.entries(run)
+        assert [units is None for units in unpacked] == [
+            entry is None or len(entry) == 0 for entry in entries]
+        for units, entry in zip(unpacked, entries, strict=True):
+            if units is not None:
+                np.testing.assert_array_equal(units, entry)
+    together = run_packed([net for net, _ in pairs], packed)
+    for (net, alone), entries, spikes in zip(pairs, inputs, together, strict=True):
+        np.testing.assert_array_equal(spikes, alone.run(entries))
+        assert_same_network(net, alone)
+    with pytest.raises(ValueError, match="one run of inputs per network"):
+        run_packed([net for net, _ in pairs[:2]], packed)
 
 
 def test_a_network_may_run_only_once_per_call():

@@ -25,10 +25,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import operator
 import os
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -399,24 +401,13 @@ class SORN:
     ) -> None:
         """`run` through the numba kernel, one call per stretch of steps up to the next
         exact renormalization (or a row that fills up)."""
-        from webapp.sorn.kernel import run_many
-
-        rules = self.kernel_rules()
-        self._build_ee_rows()
         n_steps = starts.size - 1
         done = 0
-        ran, full = np.empty(1, np.intp), np.empty(1, np.bool_)
         while done < n_steps:
-            self.renormalize_if_due()
-            steps = min(n_steps - done, self.steps_until_renormalization())
-            run_many(
-                rules, self.kernel_description()[None, :], self.noise_table, self.draws_key,
-                self.sigma, np.array([self.t]), np.array([0, steps]), np.array([done]),
-                starts, units, self._no_spikes if spikes is None else spikes[done : done + steps],
-                spikes is not None, ran, full,
-            )
-            self.kernel_ran(ran[0], full[0])
-            done += int(ran[0])
+            steps = min(n_steps - done, self.kernel_ready())
+            ran = run_kernel([self], [steps], np.array([done]), starts, units,
+                             None if spikes is None else spikes[done : done + steps])
+            done += ran[0]
 
     @property
     def noise_table(self) -> np.ndarray:
@@ -444,7 +435,7 @@ class SORN:
         when it has replaced one (its rows grew, a numpy run took them back)."""
         arrays = self.kernel_arrays()
         kept = self._described
-        if kept is not None and all(a is b for a, b in zip(arrays, kept[0], strict=True)):
+        if kept is not None and all(map(operator.is_, arrays, kept[0])):
             return kept[1]
         described = []
         for array, dtype in zip(arrays, KERNEL_DTYPES, strict=True):
@@ -457,11 +448,18 @@ class SORN:
 
     def kernel_ran(self, steps: int, full: bool) -> None:
         """Account for `steps` steps the kernel ran; grow the rows if it found one full."""
-        from webapp.sorn.kernel import grown
-
         if full:  # a row has no free slot left for the next synapse
+            from webapp.sorn.kernel import grown
+
             self._ee_rows = grown(self._ee_rows, self.config.n_e)
         self.t += int(steps)
+
+    def kernel_ready(self) -> int:
+        """Make the network ready for a kernel call at step t (E->E as slot rows, the exact
+        renormalization done if it is due); returns how many steps the call may run."""
+        self._build_ee_rows()  # before a renormalization, which then folds the rows
+        self.renormalize_if_due()
+        return self.steps_until_renormalization()
 
     def _advance(self, units: np.ndarray | None) -> np.ndarray:
         """Compute x(t+1), y(t+1), apply the plasticity rules; return the new state."""
@@ -757,3 +755,26 @@ class SORN:
         from webapp.sorn.storage import save_network  # storage builds on this module
 
         save_network(self, path)
+
+
+def run_kernel(networks: Sequence[SORN], lengths: list[int], first_input: np.ndarray,
+               starts: np.ndarray, units: np.ndarray, spikes: np.ndarray | None) -> list[int]:
+    """One call of kernel.run_many, which `SORN.run` and sorn.together share: networks[j],
+    all of one config and plasticity and each made ready (`kernel_ready`) for at least
+    lengths[j] steps, runs lengths[j] steps from input entry first_input[j] of (starts,
+    units) (see `_pack_inputs`), its spikes into the next lengths[j] rows of `spikes` (None:
+    not recorded), unless a row fills up first. Returns the steps each ran."""
+    from webapp.sorn.kernel import run_many
+
+    first = networks[0]
+    ran = np.empty(len(networks), np.intp)
+    full = np.empty(len(networks), np.bool_)
+    run_many(first.kernel_rules(), np.array([net.kernel_description() for net in networks]),
+             first.noise_table, np.concatenate([net.draws_key for net in networks]),
+             first.sigma, np.array([net.t for net in networks], np.int64),
+             np.array([0, *accumulate(lengths)], np.intp), first_input, starts, units,
+             first._no_spikes if spikes is None else spikes, spikes is not None, ran, full)
+    steps_run = ran.tolist()
+    for net, steps, filled in zip(networks, steps_run, full.tolist(), strict=True):
+        net.kernel_ran(steps, filled)
+    return steps_run
