@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import webapp.engine.worker as engine_worker
 from webapp.engine import EngineError, EnginePool
 from webapp.engine.protocol import command, pack
 from webapp.engine.worker import Engines, Inbox, WorkerSettings, serve
@@ -85,6 +86,31 @@ def test_a_waiting_recall_ends_the_batch_and_sees_its_users_earlier_store(worker
     assert served[0][0]["ok"] and served[0][0]["result"]["episode_id"]
     recall = served[1][0]["result"]
     assert [hit["text"] for hit in recall["recalled"]] == ["Anna plays the cello"]
+
+
+def test_a_batch_polls_the_pipe_when_its_queue_runs_dry_or_its_last_look_is_old(
+        worker, monkeypatch):
+    """Not after each store: a poll is a system call. What arrived meanwhile is taken in
+    once the queued stores are served, or when the last look is LOOK_EVERY_SECONDS old."""
+    engines, inbox, send, (a, b, c) = worker
+    send((a, "store", {"text": "Anna plays the cello"}),
+         (a, "store", {"text": "Anna moved to Lyon"}))
+    inbox.receive(0.5)
+    send((b, "recall", {"query": "tomatoes"}))
+    assert inbox.conn.poll(0.5)  # it has arrived, and is not taken in yet
+    monkeypatch.setattr(engine_worker, "LOOK_EVERY_SECONDS", 3600.0)
+    inbox.catch_up()
+    assert len(inbox.pending) == 2 and inbox.recalls == 0  # stores queued, looked just now
+    monkeypatch.setattr(engine_worker, "LOOK_EVERY_SECONDS", 0.0)
+    inbox.catch_up()
+    assert len(inbox.pending) == 3 and inbox.recalls == 1  # the last look is old enough
+    monkeypatch.setattr(engine_worker, "LOOK_EVERY_SECONDS", 3600.0)
+    while inbox:
+        inbox.next()
+    send((c, "store", {"text": "Clara sails on weekends"}))
+    assert inbox.conn.poll(0.5)
+    inbox.catch_up()
+    assert len(inbox.pending) == 1  # nothing left to serve: looked at once
 
 
 def test_a_batch_holds_at_most_batch_stores(worker):
