@@ -13,12 +13,12 @@ integer and float32 operations, so both get the same bits.
   (standard normal), or (table[..] + table[..]) mod 1 (uniform), where a and b are two
   lanes of step t (mod M) and `table` is a fixed table of M = 2**22 float32 draws shared by
   every network of the process. The table repeats its first entries at its end, so a
-  step's two windows are plain slices. The sum of two independent normals over √2 is normal and the
-  sum of two uniforms mod 1 is uniform, so each unit's noise has the right distribution;
-  two steps' noise share a term only where one of their four windows overlap (about 0.07 %
-  of pairs of steps, and then only between units a fixed distance apart). Reading two
-  windows costs ~0.4 µs a step; drawing 300 fresh normals with numpy cost ~4.5 µs, more
-  than the rest of the step (docs/MODEL.md §9).
+  step's two windows are plain slices. The sum of two independent normals over √2 is
+  normal and the sum of two uniforms mod 1 is uniform, so each unit's noise has the right
+  distribution; two steps' noise share a term only where one of their four windows
+  overlap (about 0.07 % of pairs of steps, and then only between units a fixed distance
+  apart). Reading two windows costs well under a µs a step; drawing 300 fresh normals
+  with numpy cost ~4.5 µs, about as much as the rest of the step (docs/MODEL.md §5, §9).
 """
 
 from __future__ import annotations
