@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import lru_cache
 from itertools import accumulate
 from pathlib import Path
@@ -88,19 +88,13 @@ class EpisodeNetwork:
         """Network steps `learn` takes for an episode of these tokens."""
         return min(len(tokens), MAX_TOKENS_PRESENTED) * STEPS_PER_TOKEN + SETTLE_STEPS
 
-    def _inputs(self, tokens: Iterable[str]) -> list[np.ndarray | None]:
-        inputs: list[np.ndarray | None] = []
-        for token in list(tokens)[:MAX_TOKENS_PRESENTED]:
-            inputs.extend([self.encoder.units(token)] * STEPS_PER_TOKEN)
-        inputs.extend([None] * SETTLE_STEPS)
-        return inputs
-
     def learn(self, tokens: list[str], on_spikes: SpikeCallback | None = None,
               record: bool = True) -> bytes | None:
         """Present an episode (the network learns it unless frozen); returns its trace, or
         None when not recorded (replay after a restart needs no trace)."""
         first_step = self.net.t
-        spikes = self.net.run(self._inputs(tokens), record=record or on_spikes is not None)
+        (spikes,) = run_packed([self.net], _packed_inputs([(self.encoder, tokens)]),
+                               record=record or on_spikes is not None)
         if spikes is None:
             return None
         trace = self.trace(first_step, spikes, on_spikes)
@@ -165,7 +159,7 @@ def learn_together(episodes: list[tuple[EpisodeNetwork, list[str], SpikeCallback
 
 
 def _packed_inputs(episodes: list[tuple[TokenEncoder, list[str]]]) -> PackedInputs:
-    """What `EpisodeNetwork._inputs` gives each episode (each presented token's units for
+    """The input entries that present each episode (each presented token's units for
     STEPS_PER_TOKEN entries, then SETTLE_STEPS empty ones), packed for one `run_packed`.
     The encoder's units are valid by construction and all of one size, so the entries'
     bounds follow from the token counts: no array or check per entry (~2 us a store in a
