@@ -29,7 +29,8 @@ def noise_of_steps(seed: int, n_e: int, n_i: int, sigma_e: float, sigma_i: float
     """ξ of STEPS steps, (STEPS, n_e + n_i)."""
     sigma = np.repeat([sigma_e, sigma_i], [n_e, n_i])
     key = seed_key(seed)
-    return np.array([StepDraws(key, t, n_e, sigma, uniform).noise for t in range(STEPS)])
+    distribution = "uniform" if uniform else "normal"
+    return np.array([StepDraws(key, t, n_e, sigma, distribution).noise for t in range(STEPS)])
 
 
 def test_the_noise_table_is_drawn_once_per_process_and_read_only():
@@ -92,7 +93,7 @@ def test_uniform_noise_is_sigma_times_a_uniform_in_0_1_on_each_population():
 def test_structural_draws_are_uniform_and_cover_every_place():
     key = seed_key(5)
     sigma = np.zeros(12)
-    draws = [StepDraws(key, t, 10, sigma, False) for t in range(STEPS)]
+    draws = [StepDraws(key, t, 10, sigma, "normal") for t in range(STEPS)]
     add = np.array([d.add_synapse for d in draws])
     fallback = np.array([d.fallback for d in draws])
     for uniform in (add, fallback):
@@ -107,8 +108,8 @@ def test_structural_draws_are_uniform_and_cover_every_place():
 
 def test_the_noise_form_changes_only_the_noise_draws():
     key, sigma = seed_key(8), np.full(72, 0.05)
-    normal = StepDraws(key, 9, 60, sigma, False)
-    uniform = StepDraws(key, 9, 60, sigma, True)
+    normal = StepDraws(key, 9, 60, sigma, "normal")
+    uniform = StepDraws(key, 9, 60, sigma, "uniform")
     assert not np.array_equal(normal.noise, uniform.noise)
     assert np.array_equal(normal.candidates, uniform.candidates)
     assert normal.add_synapse == uniform.add_synapse

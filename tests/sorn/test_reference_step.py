@@ -35,8 +35,7 @@ def lab_run(net: SORN, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     x, y = start.x.astype(float), start.y.astype(float)
     spikes = []
     for t, units in enumerate(inputs):
-        noise = StepDraws(seed_key(SEED), t, n_e, net.sigma,
-                          cfg.noise_distribution == "uniform").noise
+        noise = StepDraws(seed_key(SEED), t, n_e, net.sigma, cfg.noise_distribution).noise
         drive = w_ee @ x - w_ei @ y - t_e + noise[:n_e]
         drive[units] += cfg.input_gain
         x_new = (drive >= 0).astype(float)

@@ -3,10 +3,10 @@
 `network.SORN` is the reference. This kernel runs a stretch of steps on the network's own
 arrays, in place, computing the random draws of every step as randomness does (the same
 hash functions, compiled) and doing every floating-point operation of `SORN._advance` in
-the same order: the drive is summed row
-after row over the E units that fired, `bincount`s are scatter-adds in index order, and
-elementwise operations are exact anyway. numba does not fuse a*b+c into one rounding
-(no fastmath), so same seed and inputs give the same spikes, weights and thresholds.
+the same order: the drive is summed row after row over the E units that fired,
+`bincount`s are scatter-adds in index order, and elementwise operations are exact anyway.
+numba does not fuse a*b+c into one rounding (no fastmath), so same seed and inputs give
+the same spikes, weights and thresholds.
 
 E->E synapses are held as slot rows (`SlotRows`: per pre unit the posts it reaches and
 the raw weights, in no particular order) instead of the dense block of `w_out`, so a step

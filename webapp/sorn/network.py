@@ -466,8 +466,7 @@ class SORN:
         cfg = self.config
         n_e = cfg.n_e
         self.renormalize_if_due()
-        draws = StepDraws(self.draws_key[0], self.t, n_e, self.sigma,
-                          cfg.noise_distribution == "uniform")
+        draws = StepDraws(self.draws_key[0], self.t, n_e, self.sigma, cfg.noise_distribution)
         learning = self.plastic
 
         e_prev = self._fired[: self._split]

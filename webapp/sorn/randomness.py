@@ -121,13 +121,14 @@ def noise_of(table: np.ndarray, uniform: bool, a: np.uint64, b: np.uint64,
 class StepDraws:
     """The numpy reference's draws of one step (the kernel computes the same inline)."""
 
-    def __init__(self, key: np.uint64, t: int, n_e: int, sigma: np.ndarray, uniform: bool):
+    def __init__(self, key: np.uint64, t: int, n_e: int, sigma: np.ndarray,
+                 distribution: str):
         lanes = step_lanes(key, t)
         self._lanes = lanes
         self._n_e = n_e
-        table = noise_table(NOISE_DISTRIBUTIONS[int(uniform)])
         # ξ = float64(noise) * sigma, for E then I units.
-        self.noise = noise_of(table, uniform, lanes[NOISE_A], lanes[NOISE_B], sigma.size) * sigma
+        self.noise = noise_of(noise_table(distribution), distribution == "uniform",
+                              lanes[NOISE_A], lanes[NOISE_B], sigma.size) * sigma
         self.add_synapse = self.uniform(ADD_SYNAPSE)  # a synapse appears if < p_add
 
     def uniform(self, lane: int) -> float:
