@@ -118,10 +118,10 @@ class Engines:
 
     # --- operations (names match protocol.OPS) ---------------------------------------
 
-    def op_store(self, user_id, **args) -> dict:
-        memory, episode, on_spikes = self.prepare_store(user_id, **args)
-        learn_stores([(memory, episode, on_spikes)])
-        (episode_id,) = commit_stores([(memory, episode)])
+    def op_store(self, user_id, text, spikes=False, **kwargs) -> dict:
+        """One store alone (a batch's are served by StoreBatch)."""
+        episode_id = self.memory(user_id).store(
+            text, on_spikes=self.spike_sink(user_id, spikes), **kwargs)
         return self.stored(user_id, episode_id)
 
     def stored(self, user_id: int, episode_id: int) -> dict:
