@@ -131,7 +131,7 @@ class EnginePool:
         return self
 
     def worker_index(self, user_id: int) -> int:
-        """Stable across restarts and machines (unlike hash()), so a user stays put."""
+        """The worker that serves `user_id` (see _worker_index)."""
         return _worker_index(user_id, len(self._slots))
 
     def submit(self, user_id: int, op: str, **args: Any) -> Future:
