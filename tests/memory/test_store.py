@@ -90,7 +90,7 @@ def test_postings_survive_many_blocks_and_deletes(store):
 def test_database_uses_wal_and_a_versioned_schema(tmp_path):
     Store(tmp_path / "m.db").close()
     reopened = Store(tmp_path / "m.db")
-    assert reopened.schema_version() == len(_MIGRATIONS) == 4
+    assert reopened.schema_version() == len(_MIGRATIONS) == 5
     conn = sqlite3.connect(tmp_path / "m.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.execute("UPDATE schema_version SET version = 99")
@@ -236,7 +236,47 @@ def test_a_version_3_database_upgrades_in_place_with_everything_indexed(tmp_path
     indexes = {row[0] for row in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'episodes'")}
     conn.close()
-    assert indexes == {"episodes_by_seq", "episodes_by_importance", "episodes_by_external_id"}
+    assert indexes == {"episodes_by_seq", "episodes_by_external_id"}
+
+
+def test_a_version_4_database_upgrades_to_one_index_of_positions_and_importance(tmp_path):
+    conn = database_at_version(tmp_path / "m.db", 4)
+    ada = conn.execute("INSERT INTO users (username, password_hash, created_at) "
+                       "VALUES ('ada', 'h', 0)").lastrowid
+    old = [conn.execute("INSERT INTO episodes (user_id, role, text, tokens, timestamp, "
+                        "importance, seq) VALUES (?, 'user', ?, ?, 0, ?, ?)",
+                        (ada, text, text, importance, seq)).lastrowid
+           for seq, (text, importance) in enumerate(
+               [("cat tea", 0.9), ("cat cat", 0.5), ("rain", 0.5)], 1)]
+    conn.execute("INSERT INTO memory_totals (user_id, episodes, tokens, last_seq, indexed_seq) "
+                 "VALUES (?, 3, 5, 3, 0)", (ada,))  # all three are the tail
+    conn.commit()
+    conn.close()
+    migrated = Store(tmp_path / "m.db")
+    assert migrated.schema_version() == len(_MIGRATIONS)
+    assert [e["id"] for e in migrated.most_important(ada, 2)] == [old[0], old[2]]
+    assert migrated.postings(ada, ["cat"])["cat"]["episode"].tolist() == old[:2]
+    (new,) = migrated.add_episodes_many([(ada, NewEpisode("cat", ["cat"]))])
+    assert [e["id"] for e in migrated.iter_episodes(ada)] == [*old, new]
+    migrated.close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    columns = [row[2] for row in conn.execute("PRAGMA index_info(episodes_by_seq)")]
+    conn.close()
+    assert columns == ["user_id", "seq", "importance"]
+
+
+def test_the_most_important_episodes_of_a_user_come_first_the_newest_among_equals(store):
+    ada, bob = store.create_user("ada", "h"), store.create_user("bob", "h")
+    ids = store.add_episodes_many([(user, NewEpisode(text, [text], importance=importance))
+                                   for user, text, importance in [
+                                       (ada, "a", 0.2), (bob, "b", 1.0), (ada, "c", 0.7),
+                                       (ada, "d", 0.2), (ada, "e", 0.5)]])
+    assert [e["text"] for e in store.most_important(ada, 3)] == ["c", "e", "d"]
+    store.rehearse(ada, [ids[0]], boost=0.6)
+    store.fade(ada, now=0.0, half_life=1.0, floor=0.05)  # the first fade only starts the clock
+    assert store.fade(ada, now=1.0, half_life=1.0, floor=0.05) == 4
+    assert [(e["text"], e["importance"]) for e in store.most_important(ada, 5)] == [
+        ("a", 0.4), ("c", 0.35), ("e", 0.25), ("d", 0.1)]
 
 
 def test_episodes_are_listed_after_an_id_even_when_that_episode_is_gone(store):
