@@ -17,8 +17,10 @@ E->I weights, which no rule changes, come as their own dense [pre E, post I] arr
 `ie_w` (a copy of `w_out[:, n_e:]`), so a firing unit's ~10 lines of them lie together
 rather than at the end of a 3,000-byte row. I->E slot rows come with short posts and a
 count of used slots per row (the padding is skipped), and iSTDP divides once per post
-and step rather than per slot. (What a network touches per step is what limits the speed
-with many networks per worker: see research/compact_kernel.) The I->E part of the exact
+and step rather than per slot. What a network touches per step is what limits the speed
+with many networks per worker (see research/compact_kernel): the rows a step will read
+are prefetched as soon as it is known who fired, all at once, rather than met one after
+another as cache misses. The I->E part of the exact
 renormalization every RENORMALIZE_EVERY steps stays in numpy; the E->E part runs on the
 rows here.
 
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import llvmlite.ir
 import numba
+import numba.core.cgutils
 import numba.extending
 import numpy as np
 
@@ -177,6 +181,26 @@ def _pointer(typingctx, address, kind):
     return signature, codegen
 
 
+@numba.extending.intrinsic
+def _prefetch(typingctx, address):
+    """Ask the CPU to bring the cache line at the int64 `address` in (llvm.prefetch)."""
+    signature = numba.types.void(address)
+
+    def codegen(context, builder, sig, args):
+        byte_pointer = llvmlite.ir.IntType(8).as_pointer()
+        flag = llvmlite.ir.IntType(32)
+        function = numba.core.cgutils.get_or_insert_function(
+            builder.module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(),
+                                                     [byte_pointer, flag, flag, flag]),
+            "llvm.prefetch.p0")
+        # A read (0) wanted in every cache level (3), of data (1).
+        builder.call(function, [builder.inttoptr(args[0], byte_pointer), flag(0), flag(3),
+                                flag(1)])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
 @_compile
 def _matrix(described, index, kind):
     """The 2-D array described at triple `index` of `described` (see run_many)."""
@@ -238,9 +262,12 @@ def _run(
     work = np.empty((3, n_e + 1))  # scratch rows for iSTDP
     stdp_work = np.zeros((3, n_e))  # STDP's, with the values it needs on entry (see _stdp)
     stdp_work[2] = -1.0
+    stdp_marked = np.zeros(n_e, np.bool_)
+    hits = np.empty(max(n_e - 1, 1), np.intp)  # a row's slots that STDP changes
     growth = np.empty(sums.size)
     driven_at = np.full(n_e, -1, np.intp)
     noise = np.empty(n_t)
+    _prefetch_rows(ee_w, ee_post, ee_count, ei_w, ei_count, prev, n_prev, n_e)
     for k in range(n_steps):
         step = np.uint64(t + k)
         split_prev = 0
@@ -256,11 +283,12 @@ def _run(
         for unit in range(n_t):
             state[unit] = drive[unit] >= 0.0
         n_fired, split = _list_fired(state, n_e, fired)
+        _prefetch_rows(ee_w, ee_post, ee_count, ei_w, ei_count, fired, n_fired, n_e)
         filled = 0
         if rules.learning:
             filled = _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
                             sums, thresholds, state, prev, split_prev, n_prev, fired, split,
-                            key, step, growth, work, stdp_work)
+                            key, step, growth, work, stdp_work, stdp_marked, hits)
         row = (t + k) % counts.shape[0]
         counts[row, 0] = split
         counts[row, 1] = n_fired - split
@@ -290,6 +318,29 @@ def _list_fired(state, n_e, fired):
 
 
 @_compile
+def _prefetch_rows(ee_w, ee_post, ee_count, ei_w, ei_count, units, n_units, n_e):
+    """Prefetch the synapse rows of units[:n_units] (E units, then I units): the next
+    passes read them (STDP and the next step's drive), and with many networks per worker
+    they are rarely still in the cache. Asked for all at once, they arrive together
+    instead of one row after another as the loops reach them."""
+    for r in range(n_units):
+        unit = units[r]
+        if unit < n_e:
+            _prefetch_span(ee_w.ctypes.data + unit * ee_w.strides[0], ee_count[unit] * 8)
+            _prefetch_span(ee_post.ctypes.data + unit * ee_post.strides[0], ee_count[unit] * 2)
+        else:
+            pre = unit - n_e
+            _prefetch_span(ei_w.ctypes.data + pre * ei_w.strides[0], ei_count[pre] * 8)
+
+
+@_compile
+def _prefetch_span(address, size):
+    """Prefetch every cache line of the `size` bytes at `address`."""
+    for line in range(address & -64, address + size, 64):
+        _prefetch(line)
+
+
+@_compile
 def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales,
            thresholds, prev, split_prev, n_prev, noise, units, k, driven_at, drive,
            inhibition):
@@ -297,6 +348,7 @@ def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales
     n_e = rules.n_e
     n_t = drive.size
     drive[:] = 0.0
+    drive_i = drive[n_e:]  # a view: its indices are plainly >= 0, so the loop vectorizes
     for r in range(split_prev):
         pre = prev[r]
         posts = ee_post[pre]
@@ -304,8 +356,8 @@ def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales
         for slot in range(ee_count[pre]):
             drive[posts[slot]] += weights[slot]
         row = ie_w[pre]
-        for j in range(n_t - n_e):
-            drive[n_e + j] += row[j]
+        for j in range(drive_i.size):
+            drive_i[j] += row[j]
     for post in range(n_t):
         drive[post] *= scales[post]
     if n_prev > split_prev:
@@ -343,7 +395,8 @@ def _drive_from_new_e(n_e, ie_w, scales, thresholds, noise, drive):
 
 @_compile
 def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums, thresholds,
-           state, prev, split_prev, n_prev, fired, split, key, step, growth, work, stdp_work):
+           state, prev, split_prev, n_prev, fired, split, key, step, growth, work, stdp_work,
+           stdp_marked, hits):
     """IP, STDP, structural plasticity, iSTDP and normalization, in network's order.
     Returns the new synapse count of the row a synapse was added to (0 if none was)."""
     n_e = rules.n_e
@@ -356,7 +409,7 @@ def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums
     growth[:] = 0.0
     if rules.stdp and split_prev and split:
         _stdp(rules, ee_post, ee_w, ee_count, scales, prev[:split_prev], fired[:split], growth,
-              stdp_work)
+              stdp_work, stdp_marked, hits)
     filled = 0
     if rules.structural and _unit_float(_lane(key, step, ADD_SYNAPSE)) < rules.p_add:
         pre, post = _free_place(ee_post, ee_count, n_e, key, step)
@@ -381,43 +434,47 @@ def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums
 
 
 @_compile
-def _stdp(rules, ee_post, ee_w, ee_count, scales, e_prev, e_fired, growth, work):
+def _stdp(rules, ee_post, ee_w, ee_count, scales, e_prev, e_fired, growth, work, marked, hits):
     """Potentiation of (e_prev -> e_fired): the rows of e_prev, slots whose post fires now;
     then depression of (e_fired -> e_prev): the rows of e_fired, slots whose post fired at
-    t. Per post the changes add up over the rows in index order, as numpy's column sums.
-    Every slot of those rows adds its post's step, which is 0.0 where the post did not
-    fire then (weights are >= 0, so adding or taking 0.0 changes no bit), and such a post's
-    prune threshold is -1 (never reached): no branch to mispredict per slot. A pruned
-    synapse's slot takes the row's last one, which is looked at next. `work` must hold
-    0.0, 0.0, -1.0 in its three rows on entry, as it does on return."""
+    t. Only a tenth of a row's slots go to such posts: each row's are listed first
+    (_marked_slots), without a branch per slot, and only those are changed. A post occurs
+    once per row, so per post the changes still add up over the rows in index order, as
+    numpy's column sums. Depression walks a row's listed slots backwards: a pruned synapse's
+    slot takes the row's last one, which is then already done. `work` must hold 0.0, 0.0,
+    -1.0 in its three rows and `marked` False on entry, as they do on return."""
     eta = rules.eta_stdp
     change = work[0]  # per unit: its column's change, row after row
-    step = work[1]  # per unit: η in its raw units if the unit fired (as numpy divides), else 0
-    prune = work[2]  # per unit: the prune threshold in its raw units if it fired, else -1
+    step = work[1]  # per unit: η in its raw units (as numpy divides)
+    prune = work[2]  # per unit: the prune threshold in its raw units, else -1 (never reached)
     for b in e_fired:
         step[b] = eta / scales[b]
         change[b] = 0.0
+        marked[b] = True
     for a in e_prev:
         posts = ee_post[a]
         weights = ee_w[a]
-        for slot in range(ee_count[a]):
+        for h in range(_marked_slots(posts, ee_count[a], marked, hits)):
+            slot = hits[h]
             b = posts[slot]
             weights[slot] = weights[slot] + step[b]
             change[b] += step[b]
     for b in e_fired:
         growth[b] = change[b] * scales[b]
         step[b] = 0.0
+        marked[b] = False
     for p in e_prev:
         step[p] = eta / scales[p]
         if rules.structural:
             prune[p] = rules.prune_threshold / scales[p]
         change[p] = 0.0
+        marked[p] = True
     for f in e_fired:
         posts = ee_post[f]
         weights = ee_w[f]
         count = ee_count[f]
-        slot = 0
-        while slot < count:
+        for h in range(_marked_slots(posts, count, marked, hits) - 1, -1, -1):
+            slot = hits[h]
             p = posts[slot]
             old = weights[slot]
             new = old - step[p]
@@ -428,15 +485,26 @@ def _stdp(rules, ee_post, ee_w, ee_count, scales, e_prev, e_fired, growth, work)
                 count -= 1
                 posts[slot] = posts[count]
                 weights[slot] = weights[count]
-                continue
-            weights[slot] = new
-            change[p] += new - old
-            slot += 1
+            else:
+                weights[slot] = new
+                change[p] += new - old
         ee_count[f] = count
     for p in e_prev:
         growth[p] += change[p] * scales[p]
         step[p] = 0.0
         prune[p] = -1.0
+        marked[p] = False
+
+
+@_compile
+def _marked_slots(posts, count, marked, hits):
+    """Write the slots among the first `count` whose post is marked into `hits`, in order;
+    return how many there are."""
+    found = 0
+    for slot in range(count):
+        hits[found] = slot  # every slot is written, the count moves on where one is marked
+        found += marked[posts[slot]]
+    return found
 
 
 @_compile
