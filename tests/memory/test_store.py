@@ -279,6 +279,18 @@ def test_the_most_important_episodes_of_a_user_come_first_the_newest_among_equal
         ("a", 0.4), ("c", 0.35), ("e", 0.25), ("d", 0.1)]
 
 
+def test_an_episode_of_no_user_fails_the_group_commit_whatever_its_external_id(store):
+    ada = store.create_user("ada", "h")
+    (kept,) = store.add_episodes_many([(ada, NewEpisode("cat", ["cat"], external_id="m1"))])
+    for external_id in ("m1", "m2", None):  # a twin of ada's m1, a new id, no id
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_episodes_many([(ada, NewEpisode("tea", ["tea"], external_id="m3")),
+                                     (ada + 1, NewEpisode("cat", ["cat"],
+                                                          external_id=external_id))])
+    assert [e["id"] for e in store.iter_episodes(ada)] == [kept]
+    assert store.totals(ada) == (1, 1)
+
+
 def test_episodes_are_listed_after_an_id_even_when_that_episode_is_gone(store):
     ada, bob = store.create_user("ada", "h"), store.create_user("bob", "h")
     ids = [store.add_episodes_many([(ada, NewEpisode(str(i), [str(i)])),

@@ -47,7 +47,7 @@ POSTING = np.dtype([("episode", "<i8"), ("tf", "<u2"), ("length", "<u2")])
 Block = tuple[int, bytes]  # a postings block: its first episode id, its packed POSTING entries
 _POSTING_STRUCT = struct.Struct("<qHH")  # one POSTING entry, packed without numpy
 TOKENS_PER_QUERY = 400  # (user, token) pairs whose last postings block one query reads
-ROWS_PER_STATEMENT = 400  # rows one IN (...) or VALUES list carries
+ROWS_PER_STATEMENT = 400  # rows one IN (...) list carries
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -709,11 +709,7 @@ class Store:
 
     def episode_with_external_id(self, user_id: int, external_id: str) -> int | None:
         """The id of this user's episode carrying `external_id`, if any."""
-        row = self._connection().execute(
-            "SELECT id FROM episodes WHERE user_id = ? AND external_id = ? LIMIT 1",
-            (user_id, external_id),
-        ).fetchone()
-        return row[0] if row else None
+        return _episode_with_external_id(self._connection(), user_id, external_id)
 
     def last_episode_id(self, user_id: int) -> int:
         row = self._connection().execute(
@@ -856,30 +852,29 @@ def _add_indexed_traces(conn: sqlite3.Connection, user_id: int, traces: list[byt
 
 def _write_episodes(conn: sqlite3.Connection, items: Sequence[tuple[int, NewEpisode]],
                     idempotent: bool) -> list[int]:
-    """The body of add_episodes(_many): one read of the external ids and one of the users'
-    totals, an insert per episode, the merge of the tails grown long enough (see
-    _merge_tails) and one write of the totals."""
-    stored = _stored_external_ids(conn, {(user_id, episode.external_id)
-                                         for user_id, episode in items
-                                         if episode.external_id is not None})
+    """The body of add_episodes(_many): one read of the users' totals, an insert per
+    episode, the merge of the tails grown long enough (see _merge_tails) and one write of
+    the totals. An external id its user has already (stored before or earlier in this
+    batch) is found by the unique index refusing the insert: a twin is rare (a retry, an
+    import into the memory it came from), so a store pays no lookup for it."""
     totals = _Totals.read_many(conn, dict.fromkeys(user_id for user_id, _ in items))
     ids = []
     for user_id, episode in items:
-        key = (user_id, episode.external_id)
-        external_id = episode.external_id
-        if key in stored:  # stored before, or earlier in this batch
-            if idempotent:
-                episode.duplicate_of = stored[key]
-                ids.append(stored[key])
-                continue
-            external_id = None
         user_totals = totals[user_id]
-        user_totals.last_seq += max(1, int(episode.gap))
-        episode_id = _insert_episode(conn, user_id, episode, user_totals.last_seq,
-                                     external_id)
+        seq = user_totals.last_seq + max(1, int(episode.gap))
+        try:
+            episode_id = _insert_episode(conn, user_id, episode, seq, episode.external_id)
+        except sqlite3.IntegrityError:  # SQLite undid this statement only
+            twin = _episode_with_external_id(conn, user_id, episode.external_id)
+            if twin is None:
+                raise
+            if idempotent:
+                episode.duplicate_of = twin
+                ids.append(twin)
+                continue
+            episode_id = _insert_episode(conn, user_id, episode, seq, None)
         ids.append(episode_id)
-        if external_id is not None:
-            stored[key] = episode_id
+        user_totals.last_seq = seq
         user_totals.episodes += 1
         user_totals.tokens += len(episode.tokens)
     _merge_tails(conn, totals)
@@ -887,18 +882,14 @@ def _write_episodes(conn: sqlite3.Connection, items: Sequence[tuple[int, NewEpis
     return ids
 
 
-def _stored_external_ids(conn: sqlite3.Connection,
-                         keys: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
-    """The id of the stored episode carrying each (user, external id) that has one."""
-    found = {}
-    for chunk in _chunks(list(keys), ROWS_PER_STATEMENT):
-        found.update(((row[0], row[1]), row[2]) for row in conn.execute(
-            f"WITH wanted (user_id, external_id) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
-            "SELECT episodes.user_id, episodes.external_id, episodes.id FROM wanted "
-            "JOIN episodes ON episodes.user_id = wanted.user_id "
-            "AND episodes.external_id = wanted.external_id",
-            [value for key in chunk for value in key]))
-    return found
+def _episode_with_external_id(conn: sqlite3.Connection, user_id: int,
+                              external_id: str | None) -> int | None:
+    """The id of the user's episode carrying `external_id`, if any."""
+    if external_id is None:
+        return None
+    row = conn.execute("SELECT id FROM episodes WHERE user_id = ? AND external_id = ?",
+                       (user_id, external_id)).fetchone()
+    return row[0] if row else None
 
 
 def _insert_episode(conn: sqlite3.Connection, user_id: int, episode: NewEpisode,
