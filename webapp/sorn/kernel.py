@@ -20,9 +20,9 @@ count of used slots per row (the padding is skipped), and iSTDP divides once per
 and step rather than per slot. What a network touches per step is what limits the speed
 with many networks per worker (see research/compact_kernel): the rows a step will read
 are prefetched as soon as it is known who fired, all at once, rather than met one after
-another as cache misses. The I->E part of the exact
-renormalization every RENORMALIZE_EVERY steps stays in numpy; the E->E part runs on the
-rows here.
+another as cache misses, and while one network runs, the next ones' arrays are asked for.
+The I->E part of the exact renormalization every RENORMALIZE_EVERY steps stays in numpy;
+the E->E part runs on the rows here.
 
 Importing this module fails without numba; `network` then falls back to numpy.
 """
@@ -157,7 +157,15 @@ def run_many(
     step_ptr[j]..step_ptr[j + 1] of the spikes, and its inputs start at
     input_ptr[first_input[j]]. Writes each run's (steps run, whether a row is full) into
     ran[j], full[j] (see _run)."""
-    for j in range(arrays.shape[0]):
+    n_runs = arrays.shape[0]
+    ahead = np.empty(sigma.size, np.intp)
+    for j in range(n_runs):
+        # The next networks' arrays are far from the cache by now: ask for them while this
+        # one runs (its state first, so that the rows of the one after can be found).
+        if j + 2 < n_runs:
+            _prefetch_network(arrays[j + 2], t[j + 2])
+        if j + 1 < n_runs:
+            _prefetch_first_rows(rules.n_e, arrays[j + 1], ahead)
         a = arrays[j]
         first, last = step_ptr[j], step_ptr[j + 1]
         inputs = input_ptr[first_input[j] : first_input[j] + last - first + 1]
@@ -168,6 +176,27 @@ def run_many(
             _vector(a, 8, np.float64), _vector(a, 9, np.float64), _vector(a, 10, np.bool_),
             _matrix(a, 11, np.int64), table, keys[j], sigma, t[j], inputs, input_units,
             spikes[first:last], record)
+
+
+@_compile
+def _prefetch_network(described, t):
+    """Prefetch the arrays a network's run reads at every step (see run_many), as far as
+    they are small: its row counts, scales, sums, thresholds, state and the rate counts'
+    row of step t."""
+    for index, itemsize in ((3, 4), (7, 8), (8, 8), (9, 8), (10, 1)):
+        _prefetch_span(described[3 * index], described[3 * index + 1] * itemsize)
+    counts, rows, columns = described[33], described[34], described[35]
+    _prefetch_span(counts + t % rows * columns * 8, columns * 8)
+
+
+@_compile
+def _prefetch_first_rows(n_e, described, fired):
+    """Prefetch the synapse rows a network's run reads first: those of the units firing
+    now (`fired` is scratch room for them)."""
+    n_fired, _ = _list_fired(_vector(described, 10, np.bool_), n_e, fired)
+    _prefetch_rows(_matrix(described, 2, np.float64), _matrix(described, 1, UNIT_INDEX),
+                   _vector(described, 3, np.int32), _matrix(described, 6, np.float64),
+                   _vector(described, 5, np.int32), fired, n_fired, n_e)
 
 
 @numba.extending.intrinsic
