@@ -466,32 +466,31 @@ def _learn(rules, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales, sums
 def _stdp(rules, ee_post, ee_w, ee_count, scales, e_prev, e_fired, growth, work, marked, hits):
     """Potentiation of (e_prev -> e_fired): the rows of e_prev, slots whose post fires now;
     then depression of (e_fired -> e_prev): the rows of e_fired, slots whose post fired at
-    t. Only a tenth of a row's slots go to such posts: each row's are listed first
-    (_marked_slots), without a branch per slot, and only those are changed. A post occurs
-    once per row, so per post the changes still add up over the rows in index order, as
-    numpy's column sums. Depression walks a row's listed slots backwards: a pruned synapse's
-    slot takes the row's last one, which is then already done. `work` must hold 0.0, 0.0,
-    -1.0 in its three rows and `marked` False on entry, as they do on return."""
+    t. Per post the changes add up over the rows in index order, as numpy's column sums.
+    Potentiation adds its post's step to every slot, which is 0.0 where the post does not
+    fire (weights are >= 0, so adding 0.0 changes no bit): no branch to mispredict per
+    slot. Depression, with more to do per slot, first lists a row's slots whose post fired
+    at t (_marked_slots, a tenth of them) and changes only those, walking them backwards:
+    a pruned synapse's slot takes the row's last one, which is then already done. `work`
+    must hold 0.0, 0.0, -1.0 in its three rows and `marked` False on entry, as they do on
+    return."""
     eta = rules.eta_stdp
     change = work[0]  # per unit: its column's change, row after row
-    step = work[1]  # per unit: η in its raw units (as numpy divides)
+    step = work[1]  # per unit: η in its raw units if it fired (as numpy divides), else 0
     prune = work[2]  # per unit: the prune threshold in its raw units, else -1 (never reached)
     for b in e_fired:
         step[b] = eta / scales[b]
         change[b] = 0.0
-        marked[b] = True
     for a in e_prev:
         posts = ee_post[a]
         weights = ee_w[a]
-        for h in range(_marked_slots(posts, ee_count[a], marked, hits)):
-            slot = hits[h]
+        for slot in range(ee_count[a]):
             b = posts[slot]
             weights[slot] = weights[slot] + step[b]
             change[b] += step[b]
     for b in e_fired:
         growth[b] = change[b] * scales[b]
         step[b] = 0.0
-        marked[b] = False
     for p in e_prev:
         step[p] = eta / scales[p]
         if rules.structural:
