@@ -127,6 +127,18 @@ def test_bursts_and_crowded_small_networks_match():
     assert_same_state(reference, compiled)
 
 
+def test_rows_that_lose_many_synapses_at_once_match():
+    """Depression strong enough to prune several synapses of a row in one step: the
+    compiled kernel changes only a row's slots whose post fired, last first, and a pruned
+    slot takes the row's last synapse."""
+    config = SORNConfig(n_e=60, n_i=15, eta_stdp=0.05, prune_threshold=0.02, p_add=0.5)
+    reference, compiled = twins(config, seed=16)
+    inputs = token_inputs(60, 1_500, seed=2)
+    assert np.array_equal(reference.run(inputs), compiled.run(inputs))
+    assert_same_state(reference, compiled)
+    assert reference.stats()["synapses"] < 0.5 * config.ee_inputs * config.n_e
+
+
 def test_backend_choice():
     assert resolve_backend("auto") == "numba"  # numba is installed with the test extra
     assert resolve_backend("numpy") == "numpy"
