@@ -387,19 +387,21 @@ def _drive(rules, ie_w, ee_post, ee_w, ee_count, ei_post, ei_count, ei_w, scales
         row = ie_w[pre]
         for j in range(drive_i.size):
             drive_i[j] += row[j]
-    for post in range(n_t):
-        drive[post] *= scales[post]
-    if n_prev > split_prev:
+    inhibited = n_prev > split_prev
+    if inhibited:
         inhibition[:] = 0.0
         for r in range(split_prev, n_prev):
             pre = prev[r] - n_e
             for slot in range(ei_count[pre]):
                 inhibition[ei_post[pre, slot]] += ei_w[pre, slot]
-        for post in range(n_e):
-            drive[post] -= inhibition[post] * scales[n_t + post]
+    # One pass doing numpy's operations per unit in its order (the branch is the same for
+    # every unit: the compiler takes it out of the loop).
     for unit in range(n_t):
-        drive[unit] -= thresholds[unit]
-        drive[unit] += noise[unit]
+        total = drive[unit] * scales[unit]
+        if inhibited and unit < n_e:
+            total -= inhibition[unit] * scales[n_t + unit]
+        total -= thresholds[unit]
+        drive[unit] = total + noise[unit]
     for unit in units:  # numpy's drive[units] += gain adds once per distinct unit
         if driven_at[unit] != k:
             driven_at[unit] = k
