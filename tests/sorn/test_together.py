@@ -96,6 +96,28 @@ def test_a_network_that_replaced_its_arrays_is_found_again():
         assert_same_network(net, alone)
 
 
+def test_the_kernels_table_of_a_network_follows_the_arrays_it_holds():
+    """The table the kernel finds a network's arrays through is kept per network: after its
+    rows are built, after a numpy run took them back, and for a frozen copy (its own state
+    and rate counts, the rest shared) it gives the arrays the network holds now."""
+    def addresses(net: SORN) -> list[int]:
+        return [array.__array_interface__["data"][0] for array in net.kernel_arrays()]
+
+    def described(net: SORN) -> list[int]:
+        return net.kernel_description()[0::3].tolist()
+
+    net = SORN(SMALL, seed=4, backend="numba")
+    net.run(5)
+    assert described(net) == addresses(net)
+    net.backend = "numpy"
+    net.run(5)
+    net.backend = "numba"
+    assert described(net) == addresses(net)
+    frozen = net.frozen_copy()
+    assert described(frozen) == addresses(frozen)
+    assert described(frozen) != described(net) == addresses(net)
+
+
 def test_packed_inputs_give_back_their_entries_and_run_as_they_do():
     """What a caller packing its inputs itself hands over: each run's entries (an empty
     entry is no input), one array for the units of all."""

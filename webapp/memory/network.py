@@ -22,7 +22,7 @@ import copy
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from itertools import accumulate
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ SETTLE_STEPS = 1  # free steps after each episode: its last token's assembly dri
 MAX_TOKENS_PRESENTED = 200  # longer episodes teach the network their first tokens only
 MAX_QUERY_TOKENS = 16  # distinct query tokens presented when recalling
 EVOKE_STEPS = 2  # free steps after each query token, read out as the network's response
+UNIT_BYTES_LIMIT = 100_000  # tokens whose units _UnitBytes keeps
 _SNAPSHOT = re.compile(r"user(\d+)-ep(\d+)\.npz")
 
 
@@ -53,6 +54,7 @@ class EpisodeNetwork:
         self.net, self.last_episode_id = self._load_newest(config or SORNConfig())
         self.config = self.net.config  # a snapshot keeps the config it was made with
         self.encoder = _encoder(self.config.n_e)
+        self._unit_bytes = _unit_bytes(self.config.n_e)
 
     # -- snapshots ------------------------------------------------------------------
 
@@ -93,7 +95,7 @@ class EpisodeNetwork:
         """Present an episode (the network learns it unless frozen); returns its trace, or
         None when not recorded (replay after a restart needs no trace)."""
         first_step = self.net.t
-        (spikes,) = run_packed([self.net], _packed_inputs([(self.encoder, tokens)]),
+        (spikes,) = run_packed([self.net], _packed_inputs([(self._unit_bytes, tokens)]),
                                record=record or on_spikes is not None)
         if spikes is None:
             return None
@@ -151,29 +153,51 @@ def learn_together(episodes: list[tuple[EpisodeNetwork, list[str], SpikeCallback
     networks = [network for network, _, _ in episodes]
     first_steps = [network.net.t for network in networks]
     spikes = run_packed([network.net for network in networks],
-                        _packed_inputs([(network.encoder, tokens) for network, tokens, _
+                        _packed_inputs([(network._unit_bytes, tokens) for network, tokens, _
                                         in episodes]))
     return [network.trace(first_step, recorded, on_spikes)
             for (network, _, on_spikes), first_step, recorded
             in zip(episodes, first_steps, spikes, strict=True)]
 
 
-def _packed_inputs(episodes: list[tuple[TokenEncoder, list[str]]]) -> PackedInputs:
+def _packed_inputs(episodes: list[tuple[_UnitBytes, list[str]]]) -> PackedInputs:
     """The input entries that present each episode (each presented token's units for
     STEPS_PER_TOKEN entries, then SETTLE_STEPS empty ones), packed for one `run_packed`.
     The encoder's units are valid by construction and all of one size, so the entries'
-    bounds follow from the token counts: no array or check per entry (~2 us a store in a
-    batch of 50, not the ~7 of building the entries and packing them)."""
-    presented = [(encoder, tokens[:MAX_TOKENS_PRESENTED]) for encoder, tokens in episodes]
-    assemblies = [encoder.units(token) for encoder, tokens in presented for token in tokens]
-    sizes = []  # units per entry
-    for _, tokens in presented:
-        sizes += [UNITS_PER_TOKEN] * (len(tokens) * STEPS_PER_TOKEN) + [0] * SETTLE_STEPS
-    entries = (len(tokens) * STEPS_PER_TOKEN + SETTLE_STEPS for _, tokens in presented)
-    rows = np.concatenate([np.empty(0, np.intp), *assemblies]).reshape(-1, UNITS_PER_TOKEN)
-    return PackedInputs(first=np.array([0, *accumulate(entries)], np.intp),
-                        starts=np.array([0, *accumulate(sizes)], np.intp),
-                        units=rows.repeat(STEPS_PER_TOKEN, axis=0).ravel())  # a row a token
+    bounds follow from the token counts: no array or check per entry, and the units are
+    one join of the tokens' bytes (~1 us a store in a batch of 50, not the ~7 of building
+    the entries and packing them)."""
+    presented = [(table, tokens[:MAX_TOKENS_PRESENTED]) for table, tokens in episodes]
+    joined = b"".join(chain.from_iterable(map(table.__getitem__, tokens)
+                                          for table, tokens in presented))
+    rows = np.frombuffer(joined, np.intp).reshape(-1, UNITS_PER_TOKEN)  # a row a token
+    entries = np.fromiter((len(tokens) for _, tokens in presented), np.intp, len(presented))
+    first = np.zeros(len(presented) + 1, np.intp)
+    np.cumsum(entries * STEPS_PER_TOKEN + SETTLE_STEPS, out=first[1:])
+    sizes = np.full(first[-1], UNITS_PER_TOKEN, np.intp)  # units per entry
+    for settle in range(1, SETTLE_STEPS + 1):  # an episode's last entries drive nothing
+        sizes[first[1:] - settle] = 0
+    starts = np.zeros(first[-1] + 1, np.intp)
+    np.cumsum(sizes, out=starts[1:])
+    # Repeating makes the fresh, writable array the kernel takes.
+    return PackedInputs(first=first, starts=starts,
+                        units=rows.repeat(STEPS_PER_TOKEN, axis=0).ravel())
+
+
+class _UnitBytes(dict):
+    """Each token's E units as the bytes of an intp array, for one network size: a batch's
+    units are then one join (joining arrays costs ~0.5 us a store more). Filled from the
+    token encoder as tokens come, emptied as the encoder's own cache is when it grows big."""
+
+    def __init__(self, encoder: TokenEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def __missing__(self, token: str) -> bytes:
+        if len(self) >= UNIT_BYTES_LIMIT:
+            self.clear()
+        units = self[token] = self.encoder.units(token).astype(np.intp).tobytes()
+        return units
 
 
 @lru_cache(maxsize=4)
@@ -189,6 +213,12 @@ def _encoder(n_e: int) -> TokenEncoder:
     """One token encoder per network size, shared by every user of the process (all use
     the same seed), so each token is hashed once, not once per user."""
     return TokenEncoder(n_e, UNITS_PER_TOKEN, ENCODER_SEED)
+
+
+@lru_cache(maxsize=4)
+def _unit_bytes(n_e: int) -> _UnitBytes:
+    """The tokens' units as bytes for `_encoder(n_e)`, shared like it."""
+    return _UnitBytes(_encoder(n_e))
 
 
 @lru_cache(maxsize=4)

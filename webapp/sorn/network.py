@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
-import operator
 import os
 import weakref
 from collections.abc import Iterable, Sequence
@@ -432,34 +431,38 @@ class SORN:
     def kernel_description(self) -> np.ndarray:
         """Where the kernel finds `kernel_arrays`: an (address, rows, columns) triple each,
         int64 (see kernel.run_many). Valid while this network keeps those arrays; rebuilt
-        when it has replaced one (its rows grew, a numpy run took them back)."""
-        arrays = self.kernel_arrays()
+        when it has replaced one. After `_load` only the E->E rows (built, grown, taken back
+        by a numpy run), the state and the rate counts (a frozen copy's own) are ever
+        replaced, so only they are compared: this runs for every network of every batch."""
         kept = self._described
-        if kept is not None and all(map(operator.is_, arrays, kept[0])):
-            return kept[1]
+        if (kept is not None and kept[0] is self._ee_rows and kept[1] is self._state
+                and kept[2] is self._counts):
+            return kept[3]
+        arrays = self.kernel_arrays()
         described = []
         for array, dtype in zip(arrays, KERNEL_DTYPES, strict=True):
             if array.dtype != dtype or not array.flags.c_contiguous or array.ndim > 2:
                 raise TypeError(f"the kernel reads C-contiguous {dtype} arrays of 1 or 2 "
                                 f"dimensions, not {array.dtype} {array.shape}")
             described += [array.__array_interface__["data"][0], *(*array.shape, 1)[:2]]
-        self._described = (arrays, np.array(described, np.int64))
-        return self._described[1]
+        self._described = (self._ee_rows, self._state, self._counts,
+                           np.array(described, np.int64))
+        return self._described[3]
 
-    def kernel_ran(self, steps: int, full: bool) -> None:
-        """Account for `steps` steps the kernel ran; grow the rows if it found one full."""
-        if full:  # a row has no free slot left for the next synapse
-            from webapp.sorn.kernel import grown
+    def _grow_rows(self) -> None:
+        """Room for more synapses in every E->E row: the kernel found one full."""
+        from webapp.sorn.kernel import grown
 
-            self._ee_rows = grown(self._ee_rows, self.config.n_e)
-        self.t += int(steps)
+        self._ee_rows = grown(self._ee_rows, self.config.n_e)
 
     def kernel_ready(self) -> int:
         """Make the network ready for a kernel call at step t (E->E as slot rows, the exact
         renormalization done if it is due); returns how many steps the call may run."""
         self._build_ee_rows()  # before a renormalization, which then folds the rows
-        self.renormalize_if_due()
-        return self.steps_until_renormalization()
+        steps = self.steps_until_renormalization()
+        if steps == RENORMALIZE_EVERY:  # at a multiple of it: the renormalization may be due
+            self.renormalize_if_due()
+        return steps
 
     def _advance(self, units: np.ndarray | None) -> np.ndarray:
         """Compute x(t+1), y(t+1), apply the plasticity rules; return the new state."""
@@ -774,6 +777,8 @@ def run_kernel(networks: Sequence[SORN], lengths: list[int], first_input: np.nda
              np.array([0, *accumulate(lengths)], np.intp), first_input, starts, units,
              first._no_spikes if spikes is None else spikes, spikes is not None, ran, full)
     steps_run = ran.tolist()
-    for net, steps, filled in zip(networks, steps_run, full.tolist(), strict=True):
-        net.kernel_ran(steps, filled)
+    for net, steps in zip(networks, steps_run, strict=True):
+        net.t += steps
+    for filled in full.nonzero()[0].tolist():  # a row has no free slot left for a synapse
+        networks[filled]._grow_rows()
     return steps_run

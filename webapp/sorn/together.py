@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -86,9 +87,15 @@ def run_packed(networks: Sequence[SORN], inputs: PackedInputs,
         raise ValueError("a network may run only once in a call")
     results: list[np.ndarray | None] = [None] * len(networks)
     groups: dict[tuple, list[int]] = {}  # networks that one kernel call can step together
+    # The same groups by the config's id: hashing a config (a dataclass) costs more.
+    by_id: dict[tuple[int, bool], list[int]] = {}
     for index, net in enumerate(networks):
         if net.backend == "numba" and first[index + 1] > first[index]:
-            groups.setdefault((net.config, net.plastic), []).append(index)
+            members = by_id.get((id(net.config), net.plastic))
+            if members is None:
+                members = by_id[id(net.config), net.plastic] = groups.setdefault(
+                    (net.config, net.plastic), [])
+            members.append(index)
         else:
             results[index] = net.run(inputs.entries(index), record)
     for members in groups.values():
@@ -109,16 +116,16 @@ def _run_group(networks: list[SORN], first_entries: list[int], wanted: list[int]
     spikes = np.empty((sum(lengths), n_total), dtype=bool) if record else None
     ran = run_kernel(networks, lengths, np.array(first_entries, np.intp), inputs.starts,
                      inputs.units, spikes)
-    results: list[np.ndarray | None] = []
-    row = 0
-    for net, entry, length, steps, stretch in zip(networks, first_entries, wanted, ran,
-                                                  lengths, strict=True):
-        mine = spikes[row : row + steps] if record else None
-        row += stretch
+    ends = list(accumulate(lengths))
+    results = ([spikes[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+               if record else [None] * len(networks))
+    if ran == wanted:  # the usual case: every run done in the one call
+        return results
+    for j, (entry, length, steps) in enumerate(zip(first_entries, wanted, ran, strict=True)):
         if steps < length:  # a renormalization is due or a row filled: the rest alone
             rest = np.empty((length - steps, n_total), dtype=bool) if record else None
-            net._run_compiled(inputs.starts[entry + steps : entry + length + 1], inputs.units,
-                              rest)
-            mine = np.concatenate([mine, rest]) if record else None
-        results.append(mine)
+            networks[j]._run_compiled(inputs.starts[entry + steps : entry + length + 1],
+                                      inputs.units, rest)
+            if record:
+                results[j] = np.concatenate([results[j][:steps], rest])
     return results
