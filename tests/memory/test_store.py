@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 
 from webapp.memory import Store
-from webapp.memory.store import (
-    _MIGRATIONS,
-    POSTING,
-    WAL_BYTES_KEPT,
-    WAL_CHECKPOINT_PAGES,
-    NewEpisode,
-)
+from webapp.memory.store import _MIGRATIONS, POSTING, NewEpisode
 from webapp.memory.tokenizer import token_id
 
 
@@ -27,13 +21,6 @@ def database_at_version(path: Path, version: int) -> sqlite3.Connection:
     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     conn.commit()
     return conn
-
-
-def test_every_commit_is_synced_and_checkpoints_wait_for_a_large_wal(store):
-    conn = store._connection()
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync per commit
-    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_CHECKPOINT_PAGES
-    assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == WAL_BYTES_KEPT
 
 
 def test_users_are_created_found_and_unique(store):

@@ -53,13 +53,6 @@ Block = tuple[int, bytes]  # a postings block: its first episode id, its packed 
 _POSTING_STRUCT = struct.Struct("<qHH")  # one POSTING entry, packed without numpy
 TOKENS_PER_QUERY = 400  # (user, token) pairs whose last postings block one query reads
 ROWS_PER_STATEMENT = 400  # rows one IN (...) list carries
-# A checkpoint copies the WAL's pages into the database file and fsyncs it, inside the
-# COMMIT that passes this many WAL pages. SQLite's 1,000 (4 MB) meant ~26 checkpoints a
-# second under two workers' group commits, whose own fsyncs queued behind them on the
-# disk; at 8,000 the pages that many commits rewrite (a user's index leaf) are copied
-# once. A WAL that outgrew it under load is cut back to WAL_BYTES_KEPT when it restarts.
-WAL_CHECKPOINT_PAGES = 8000
-WAL_BYTES_KEPT = 64 * 1024 * 1024
 
 _MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -324,8 +317,6 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=10000")
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit={WAL_BYTES_KEPT}")
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
