@@ -8,6 +8,7 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import sqlite3
 import threading
 import time
 
@@ -94,3 +95,19 @@ def test_without_a_lock_file_the_turn_is_taken_and_given_back(tmp_path):
         pass
     with turn.held():
         pass
+
+
+def test_a_writer_that_waits_too_long_for_its_turn_gets_database_is_locked(tmp_path):
+    """As from SQLite's busy handler: a clear error after the wait, and the turn is
+    still the holder's, then free once it is released."""
+    db_path = str(tmp_path / "db.sqlite")
+    Store(db_path)
+    with WriteTurn(db_path).held():  # its own open file: as another process's
+        started = time.monotonic()
+        waiting = WriteTurn(db_path, wait_seconds=0.3)
+        with (pytest.raises(sqlite3.OperationalError, match="database is locked"),
+              waiting.held()):
+            pass
+        assert time.monotonic() - started >= 0.3
+        assert not turn_is_free(db_path)
+    assert turn_is_free(db_path)

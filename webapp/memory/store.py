@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 128
 TAIL_POSITIONS = 32  # positions a user's unindexed tail spans before a write merges it
+WRITE_WAIT_SECONDS = 10.0  # a write waits this long for its turn, then "database is locked"
+TURN_POLL_SECONDS = 0.0002  # how often a writer waiting for its turn looks again
 POSTING = np.dtype([("episode", "<i8"), ("tf", "<u2"), ("length", "<u2")])
 Block = tuple[int, bytes]  # a postings block: its first episode id, its packed POSTING entries
 _POSTING_STRUCT = struct.Struct("<qHH")  # one POSTING entry, packed without numpy
@@ -264,17 +266,20 @@ class BatchAborted(sqlite3.OperationalError):
 
 
 class WriteTurn:
-    """The writers' turn at the database, handed over the moment it is free.
+    """The writers' turn at the database, handed over as soon as it is free.
 
     SQLite lets one write transaction at a time; a writer that finds it taken waits in
     SQLite's busy handler, which sleeps 1, 2, 5, 10 ms... between tries, while a group
     commit holds the lock ~3 ms: the lock often lay free while the other engine worker
     slept on. Writers of all processes first take an flock on a file next to the database,
-    so a waiter wakes as soon as it is released (the kernel frees it if its holder dies).
-    SQLite's own lock still keeps transactions apart: without the file (a read-only data
-    directory) writes just take turns the old way."""
+    looking again every TURN_POLL_SECONDS, so a waiter goes on a fraction of a millisecond
+    after it is released (the kernel frees it if its holder dies); one that waits
+    `wait_seconds` gets SQLite's own error, "database is locked", as it did from the busy
+    handler. SQLite's lock still keeps transactions apart: without the file (a read-only
+    data directory) writes just take turns the old way."""
 
-    def __init__(self, db_path: str):
+    def __init__(self, db_path: str, wait_seconds: float = WRITE_WAIT_SECONDS):
+        self.wait_seconds = wait_seconds
         self._threads = threading.Lock()  # an flock is per open file, not per thread
         self._file = None  # a file object: closed with the Store, unlike a bare descriptor
         try:  # flock needs no write access: an existing file opens on a read-only mount
@@ -285,14 +290,33 @@ class WriteTurn:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        with self._threads:
+        deadline = time.monotonic() + self.wait_seconds
+        if not self._threads.acquire(timeout=self.wait_seconds):
+            raise self._locked()
+        try:
             if self._file is not None:
-                fcntl.flock(self._file, fcntl.LOCK_EX)
+                self._take(deadline)
             try:
                 yield
             finally:
                 if self._file is not None:
                     fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _take(self, deadline: float) -> None:
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise self._locked() from None
+                time.sleep(TURN_POLL_SECONDS)
+
+    def _locked(self) -> sqlite3.OperationalError:
+        return sqlite3.OperationalError(
+            f"database is locked: no turn to write within {self.wait_seconds:g} s")
 
 
 class Store:
@@ -316,7 +340,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT_SECONDS * 1000)}")
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
