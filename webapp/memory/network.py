@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from webapp.sorn import SORN, NetworkFileError, SORNConfig, TokenEncoder, load_network
+from webapp.sorn.encoding import CACHE_LIMIT
 from webapp.sorn.together import PackedInputs, run_packed
 
 SpikeCallback = Callable[[int, np.ndarray], None]
@@ -40,7 +41,6 @@ SETTLE_STEPS = 1  # free steps after each episode: its last token's assembly dri
 MAX_TOKENS_PRESENTED = 200  # longer episodes teach the network their first tokens only
 MAX_QUERY_TOKENS = 16  # distinct query tokens presented when recalling
 EVOKE_STEPS = 2  # free steps after each query token, read out as the network's response
-UNIT_BYTES_LIMIT = 100_000  # tokens whose units _UnitBytes keeps
 _SNAPSHOT = re.compile(r"user(\d+)-ep(\d+)\.npz")
 
 
@@ -194,7 +194,7 @@ class _UnitBytes(dict):
         self.encoder = encoder
 
     def __missing__(self, token: str) -> bytes:
-        if len(self) >= UNIT_BYTES_LIMIT:
+        if len(self) >= CACHE_LIMIT:  # bounded as the encoder's own cache
             self.clear()
         units = self[token] = self.encoder.units(token).astype(np.intp).tobytes()
         return units

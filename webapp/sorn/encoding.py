@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-_CACHE_LIMIT = 100_000
+CACHE_LIMIT = 100_000  # tokens whose units a TokenEncoder keeps (then it starts afresh)
 
 
 class TokenEncoder:
@@ -33,7 +33,7 @@ class TokenEncoder:
         cached = self._cache.get(token)
         if cached is None:
             cached = self._hash_units(token)
-            if len(self._cache) >= _CACHE_LIMIT:
+            if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()
             self._cache[token] = cached
         return cached
