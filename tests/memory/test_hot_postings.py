@@ -22,7 +22,7 @@ def episode(rng: random.Random) -> NewEpisode:
 
 def assert_same(cache: HotPostings, store, user: int) -> None:
     expected = store.postings(user, WORDS + ["absent"])
-    found = cache.postings(WORDS + ["absent"])
+    found, _ = cache.read(WORDS + ["absent"])
     assert set(found) == set(expected)
     for token, entries in expected.items():
         assert np.array_equal(found[token].episodes, entries["episode"]), token
@@ -49,7 +49,7 @@ def test_cached_postings_follow_stores_and_deletes(store):
         ids += store.add_episodes(user, [episode(rng) for _ in range(BLOCK_SIZE - 20 + round_)])
         assert_same(cache, store, user)
     assert max(len(e) for e in store.postings(user, WORDS).values()) > 2 * BLOCK_SIZE
-    assert all(p.presence is not None for p in cache.postings(WORDS).values())  # dense lists
+    assert all(p.presence is not None for p in cache.read(WORDS)[0].values())  # dense lists
     for episode_id in rng.sample(ids, 40):
         store.delete_episode(user, episode_id)
         cache.clear()  # what Memory.delete does
@@ -61,7 +61,7 @@ def test_a_kept_last_block_that_vanished_is_read_again(store):
     user = store.create_user("ada", "hash")
     cache = HotPostings(store, user)
     ids = store.add_episodes(user, [episode(rng) for _ in range(BLOCK_SIZE + 10)])
-    cache.postings(WORDS)
+    cache.read(WORDS)
     for episode_id in ids[-20:]:  # empties and re-keys the last blocks behind the cache
         store.delete_episode(user, episode_id)
     assert_same(cache, store, user)
@@ -78,5 +78,5 @@ def test_the_cache_keeps_within_its_byte_bound_and_answers_beyond_it(store):
         assert 0 < cache.nbytes <= bound
     cache.clear()
     assert cache.nbytes == 0
-    assert np.array_equal(cache.postings(["cat"])["cat"].episodes,
+    assert np.array_equal(cache.read(["cat"])[0]["cat"].episodes,
                           store.postings(user, ["cat"])["cat"]["episode"])

@@ -71,7 +71,7 @@ def test_cached_postings_stay_exact_across_merges_and_full_blocks(store):
         episode = chat(rng)
         (episode_id,) = store.add_episodes_many([(user, episode)])
         stored[episode_id] = episode
-        found = cache.postings(WORDS)
+        found, _ = cache.read(WORDS)
         for token in WORDS:
             want = expected(stored, token)
             got = found[token].episodes.tolist() if token in found else []
@@ -132,3 +132,32 @@ def test_term_counts_and_lengths_past_the_entry_fields_are_capped_in_tail_and_bl
     assert blocks_on_disk(store, user) > 0
     for token, entry in capped.items():  # read from the blocks
         assert store.postings(user, [token])[token].tolist()[0] == entry
+
+
+def test_one_read_of_the_index_holds_the_totals_postings_and_mean_trace_at_every_tail(store):
+    """A recall reads its user's tail once, for its postings and its traces together: at
+    every length of the tail, across merges, with another user's stores in between and
+    some episodes without a trace, that one read says what the episodes themselves say."""
+    rng = random.Random(6)
+    user, other = store.create_user("ada", "h"), store.create_user("bob", "h")
+    cache = HotPostings(store, user)
+    postings, index = cache.read(WORDS)
+    assert (postings, index.episodes, index.tokens, index.mean_trace) == ({}, 0, 0, None)
+    stored: dict[int, NewEpisode] = {}
+    for round_ in range(2 * TAIL_POSITIONS + 5):
+        episode = chat(rng)
+        if round_ % 5 == 4:
+            episode.trace = None
+        (episode_id, _) = store.add_episodes_many([(user, episode), (other, chat(rng))])
+        stored[episode_id] = episode
+        postings, index = cache.read(WORDS)
+        assert (index.episodes, index.tokens) == (
+            len(stored), sum(len(e.tokens) for e in stored.values()))
+        traces = np.array([list(e.trace) for e in stored.values() if e.trace is not None])
+        assert np.array_equal(index.mean_trace, traces.sum(axis=0) / len(traces))
+        for token in WORDS:
+            want = expected(stored, token)
+            got = postings.get(token)
+            entries = [] if got is None else list(zip(
+                got.episodes.tolist(), got.tf.tolist(), got.lengths.tolist(), strict=True))
+            assert entries == want, token

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from webapp.memory.bm25 import Postings, Presence
-from webapp.memory.store import POSTING, Block, Store
+from webapp.memory.store import POSTING, Block, IndexRead, Store
 
 # About 5 million postings: in a 1M-episode memory, the lists of the 81 distinct tokens of
 # `bench recall`'s questions take 33 MB. Held only while the user is active.
@@ -83,18 +83,20 @@ class HotPostings:
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self._bytes = 0
 
-    def postings(self, tokens: list[str]) -> dict[str, Postings]:
-        """The postings of each token the user's episodes contain; the same as
-        `Store.postings`."""
+    def read(self, tokens: list[str]) -> tuple[dict[str, Postings], IndexRead]:
+        """The postings of each token the user's episodes contain (the same as
+        `Store.postings`), and the store's read they come from (its totals, its mean
+        trace)."""
         kept_now = {t: self._kept.pop(t) for t in tokens if t in self._kept}
         self._bytes -= sum(kept.nbytes for kept in kept_now.values())
         since = {t: kept_now[t].last_start if t in kept_now else 0 for t in tokens}
-        blocks = self.store.posting_blocks(self.user_id, since)
+        index = self.store.read_index(self.user_id, since)
+        blocks = dict(index.blocks)
         stale = [t for t in tokens if since[t] and blocks.get(t, [(None,)])[0][0] != since[t]]
         if stale:  # the kept last block is gone: read the whole list again
             for token in stale:
                 del kept_now[token]
-            blocks.update(self.store.posting_blocks(self.user_id, dict.fromkeys(stale, 0)))
+            blocks.update(self.store.read_index(self.user_id, dict.fromkeys(stale, 0)).blocks)
         found = {}
         for token, rows in blocks.items():
             kept = kept_now.get(token)
@@ -104,7 +106,7 @@ class HotPostings:
                 kept.put(kept.last_offset, rows)
             self._keep(token, kept)
             found[token] = kept.postings()
-        return found
+        return found, index
 
     def _keep(self, token: str, kept: _Kept) -> None:
         if kept.nbytes > self.max_bytes:

@@ -286,12 +286,13 @@ class Memory:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         tokens = self.query_tokens(query)
-        n_episodes, n_tokens = self.db.totals(self.user_id)
-        if not tokens or not n_episodes or k <= 0:
+        if not tokens or k <= 0:
             return []
         weights = dict(Counter(tokens))
-        lexical = BM25Query(self._hot_postings.postings(list(weights)), weights, n_episodes,
-                            n_tokens / n_episodes)
+        postings, index = self._hot_postings.read(list(weights))  # one read of the store
+        if not index.episodes:
+            return []
+        lexical = BM25Query(postings, weights, index.episodes, index.tokens / index.episodes)
         top_ids, top_scores = lexical.top(CANDIDATES)
         if not len(top_ids):
             return []
@@ -301,7 +302,7 @@ class Memory:
         if method != "lexical":
             learned = self.network.learned_drive(tokens)
             evoked = self.network.evoke(tokens, on_spikes)
-            pool.add_network(learned, evoked, self.db.mean_trace(self.user_id))
+            pool.add_network(learned, evoked, index.mean_trace)
         sorn = pool.network
         final = {"lexical": pool.lexical + pool.context,
                  "hybrid": pool.lexical + pool.context + sorn,

@@ -260,6 +260,18 @@ def _episode_row(row: sqlite3.Row) -> dict:
     return episode
 
 
+@dataclass
+class IndexRead:
+    """What a recall reads of a user's index (`Store.read_index`), all in one read
+    transaction: the tail is read once for its postings and its traces, and a merge cannot
+    fall between two reads (it would count the tail twice, or not at all)."""
+
+    episodes: int  # the user's totals, for BM25
+    tokens: int
+    blocks: dict[str, list[Block]]  # the postings blocks asked for, the tail's appended
+    mean_trace: np.ndarray | None  # the average trace of the episodes (None before one)
+
+
 class BatchAborted(sqlite3.OperationalError):
     """A write inside `Store.batch()` failed so that SQLite rolled back the whole batch
     (disk full, I/O error): none of the batch's writes holds."""
@@ -660,58 +672,50 @@ class Store:
                          (user_id, episode_id))
         return True
 
+    def read_index(self, user_id: int, since: dict[str, int]) -> IndexRead:
+        """What a recall reads of the user's index, in one read transaction that reads the
+        tail once (see IndexRead). The blocks of each token are (first episode, packed
+        POSTING entries), in order, from the block that starts at episode since[token] on
+        (0: all of them); tokens without such blocks are left out. The last block ends
+        with the postings of the user's tail (so it may hold more than BLOCK_SIZE), just
+        as a merge appends them, so a caller that keeps the blocks it read rereads only
+        the last one: stores and merges only append to it and after it."""
+        with self._snapshot() as conn:  # the tail, and the blocks and sum it is not in yet
+            totals = _Totals.read(conn, user_id)
+            traced, trace_sum = _indexed_traces(conn, user_id)
+            tail = list(_tail(conn, user_id, totals.indexed_seq))
+            blocks = {token: [(row[0], row[1]) for row in conn.execute(
+                "SELECT first_episode, data FROM postings WHERE user_id = ? "
+                "AND token_id = ? AND first_episode >= ? ORDER BY first_episode",
+                (user_id, token_id(token), first))] for token, first in since.items()}
+        for token, entries in _tail_postings(tail, set(since)).items():
+            rows = blocks[token]
+            start, data = rows.pop() if rows else (_first_episode(entries), b"")
+            rows.append((start, data + b"".join(entries)))
+        traces = [trace for _, _, trace in tail if trace is not None]
+        if traces:
+            counts = _trace_counts(traces)
+            trace_sum = counts if trace_sum is None else trace_sum + counts
+            traced += len(traces)
+        return IndexRead(
+            episodes=totals.episodes, tokens=totals.tokens,
+            blocks={token: rows for token, rows in blocks.items() if rows},
+            mean_trace=trace_sum / traced if traced else None)
+
     def postings(self, user_id: int, tokens: Iterable[str]) -> dict[str, np.ndarray]:
         """Postings (episode, tf, length) of each token that the user's episodes contain."""
-        blocks = self.posting_blocks(user_id, dict.fromkeys(tokens, 0))
+        blocks = self.read_index(user_id, dict.fromkeys(tokens, 0)).blocks
         return {token: np.frombuffer(b"".join(data for _, data in rows), dtype=POSTING)
                 for token, rows in blocks.items()}
 
-    def posting_blocks(self, user_id: int, since: dict[str, int]) -> dict[str, list[Block]]:
-        """Each token's postings blocks as (first episode, packed POSTING entries), in order,
-        from the block that starts at episode since[token] on (0: all of them); tokens
-        without such blocks are left out. The last block ends with the postings of the
-        user's tail (so it may hold more than BLOCK_SIZE), just as a merge appends them,
-        so a caller that keeps the blocks it read rereads only the last one: stores and
-        merges only append to it and after it."""
-        blocks = {}
-        with self._snapshot() as conn:  # the tail and the blocks it is not merged into
-            tail = defaultdict(list)
-            wanted = set(since)
-            indexed = _Totals.read(conn, user_id).indexed_seq
-            for episode_id, column in _tail(conn, user_id, indexed, "id, tokens"):
-                tokens = _tokens(column)
-                for token in wanted.intersection(tokens):
-                    tail[token].append(_entry(episode_id, tokens, tokens.count(token)))
-            for token, first in since.items():
-                rows = [(row[0], row[1]) for row in conn.execute(
-                    "SELECT first_episode, data FROM postings WHERE user_id = ? "
-                    "AND token_id = ? AND first_episode >= ? ORDER BY first_episode",
-                    (user_id, token_id(token), first))]
-                if token in tail:
-                    start, data = rows.pop() if rows else (_first_episode(tail[token]), b"")
-                    rows.append((start, data + b"".join(tail[token])))
-                if rows:
-                    blocks[token] = rows
-        return blocks
+    def mean_trace(self, user_id: int) -> np.ndarray | None:
+        """The average network trace of the user's episodes (None before the first)."""
+        return self.read_index(user_id, {}).mean_trace
 
     def totals(self, user_id: int) -> tuple[int, int]:
         """(number of episodes, number of tokens) of the user's memory."""
         totals = _Totals.read(self._connection(), user_id)
         return totals.episodes, totals.tokens
-
-    def mean_trace(self, user_id: int) -> np.ndarray | None:
-        """The average network trace of the user's episodes (None before the first)."""
-        with self._snapshot() as conn:  # the tail and the sum it is not counted in
-            traced, trace_sum = _indexed_traces(conn, user_id)
-            indexed = _Totals.read(conn, user_id).indexed_seq
-            tail = [trace for (trace,) in _tail(conn, user_id, indexed, "trace")
-                    if trace is not None]
-        if tail:
-            counts = _trace_counts(tail)
-            trace_sum = counts if trace_sum is None else trace_sum + counts
-        if not traced + len(tail):
-            return None
-        return trace_sum / (traced + len(tail))
 
     def episodes_near(self, user_id: int, episode_ids: Iterable[int],
                       width: int) -> list[tuple]:
@@ -968,14 +972,24 @@ def _insert_episode(conn: sqlite3.Connection, user_id: int, episode: NewEpisode,
     ).lastrowid)
 
 
-def _tail(conn: sqlite3.Connection, user_id: int, indexed_seq: int,
-          columns: str) -> Iterator[tuple]:
-    """The given columns of the user's episodes after position `indexed_seq` (its tail),
+def _tail(conn: sqlite3.Connection, user_id: int, indexed_seq: int) -> Iterator[tuple]:
+    """(id, tokens, trace) of the user's episodes after position `indexed_seq` (its tail),
     in order, as plain tuples (every recall reads them)."""
     cursor = conn.cursor()
     cursor.row_factory = None
-    return cursor.execute(f"SELECT {columns} FROM episodes WHERE user_id = ? AND seq > ? "
+    return cursor.execute("SELECT id, tokens, trace FROM episodes WHERE user_id = ? AND seq > ? "
                           "ORDER BY seq", (user_id, indexed_seq))
+
+
+def _tail_postings(tail: Iterable[tuple], wanted: set[str]) -> dict[str, list[bytes]]:
+    """The packed POSTING entries of the `wanted` tokens in the tail's (id, tokens, trace)
+    rows, in order."""
+    entries = defaultdict(list)
+    for episode_id, column, _ in tail:
+        tokens = _tokens(column)
+        for token in wanted.intersection(tokens):
+            entries[token].append(_entry(episode_id, tokens, tokens.count(token)))
+    return entries
 
 
 def _entry(episode_id: int, tokens: list[str], tf: int) -> bytes:
@@ -1007,8 +1021,7 @@ def _merge_tails(conn: sqlite3.Connection, totals: dict[int, _Totals]) -> None:
             continue
         by_token: dict[str, list[bytes]] = defaultdict(list)
         traces = []
-        for episode_id, column, trace in _tail(conn, user_id, user_totals.indexed_seq,
-                                               "id, tokens, trace"):
+        for episode_id, column, trace in _tail(conn, user_id, user_totals.indexed_seq):
             tokens = _tokens(column)
             for token, tf in _term_counts(tokens).items():
                 by_token[token].append(_entry(episode_id, tokens, tf))
