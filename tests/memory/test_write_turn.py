@@ -15,7 +15,7 @@ import time
 import pytest
 
 from webapp.memory import Store
-from webapp.memory.store import WriteTurn
+from webapp.memory.store import WRITE_WAIT_SECONDS, WriteTurn
 
 
 def turn_is_free(db_path: str) -> bool:
@@ -111,3 +111,38 @@ def test_a_writer_that_waits_too_long_for_its_turn_gets_database_is_locked(tmp_p
         assert time.monotonic() - started >= 0.3
         assert not turn_is_free(db_path)
     assert turn_is_free(db_path)
+
+
+def test_a_write_begun_inside_another_on_the_same_thread_is_refused_at_once(tmp_path):
+    """It would wait for its own thread: a programming error, refused at once (as SQLite
+    refused a transaction within a transaction), not "database is locked" after
+    WRITE_WAIT_SECONDS. The outer write goes on, and other threads still wait their turn."""
+    db_path = str(tmp_path / "db.sqlite")
+    store = Store(db_path)
+    other_thread = threading.Thread(target=store.create_user, args=("bob", "hash"))
+    with store.batch():
+        store.create_user("anna", "hash")
+        started = time.monotonic()
+        with pytest.raises(sqlite3.ProgrammingError, match="write turn already"), store.batch():
+            pass
+        assert time.monotonic() - started < WRITE_WAIT_SECONDS
+        other_thread.start()
+        time.sleep(0.5)  # a write takes milliseconds
+        assert other_thread.is_alive()
+        store.create_user("cy", "hash")  # the batch is still this thread's, and works
+    other_thread.join(30)
+    assert [store.get_user(name) is not None for name in ("anna", "bob", "cy")] == [True] * 3
+    assert turn_is_free(db_path)
+
+
+def test_the_turn_taken_again_on_its_own_thread_is_refused_and_stays_held(tmp_path):
+    db_path = str(tmp_path / "db.sqlite")
+    Store(db_path)
+    turn = WriteTurn(db_path)
+    with turn.held():
+        with pytest.raises(sqlite3.ProgrammingError, match="not a busy database"), turn.held():
+            pass
+        assert not turn_is_free(db_path)
+    assert turn_is_free(db_path)
+    with turn.held():  # and it can be taken again once given back
+        pass

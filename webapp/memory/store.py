@@ -288,11 +288,14 @@ class WriteTurn:
     after it is released (the kernel frees it if its holder dies); one that waits
     `wait_seconds` gets SQLite's own error, "database is locked", as it did from the busy
     handler. SQLite's lock still keeps transactions apart: without the file (a read-only
-    data directory) writes just take turns the old way."""
+    data directory) writes just take turns the old way. A thread that asks for the turn it
+    holds (a write transaction begun inside another) is refused at once, as SQLite refused
+    it before: it would wait for itself."""
 
     def __init__(self, db_path: str, wait_seconds: float = WRITE_WAIT_SECONDS):
         self.wait_seconds = wait_seconds
         self._threads = threading.Lock()  # an flock is per open file, not per thread
+        self._holder: int | None = None  # the thread that holds the turn
         self._file = None  # a file object: closed with the Store, unlike a bare descriptor
         try:  # flock needs no write access: an existing file opens on a read-only mount
             fd = os.open(db_path + "-write.lock", os.O_RDONLY | os.O_CREAT, 0o600)
@@ -302,9 +305,15 @@ class WriteTurn:
 
     @contextmanager
     def held(self) -> Iterator[None]:
+        if self._holder == threading.get_ident():
+            raise sqlite3.ProgrammingError(
+                "this thread holds the write turn already: a write transaction cannot begin "
+                "inside another on the same thread (a programming error, not a busy "
+                "database)")
         deadline = time.monotonic() + self.wait_seconds
         if not self._threads.acquire(timeout=self.wait_seconds):
             raise self._locked()
+        self._holder = threading.get_ident()
         try:
             if self._file is not None:
                 self._take(deadline)
@@ -314,6 +323,7 @@ class WriteTurn:
                 if self._file is not None:
                     fcntl.flock(self._file, fcntl.LOCK_UN)
         finally:
+            self._holder = None
             self._threads.release()
 
     def _take(self, deadline: float) -> None:
