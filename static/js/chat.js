@@ -1,6 +1,6 @@
 // The chat: conversation list, messages, streamed replies, stop, regenerate and retry.
 import { request, listIn } from "./api.js";
-import { $, h, when } from "./dom.js";
+import { $, h, say, when } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 import { recallPanel } from "./memory.js";
 
@@ -103,6 +103,7 @@ export class Chat {
     this.input = $("#composer-input", root);
     this.sendButton = $("#send", root);
     this.stopButton = $("#stop", root);
+    this.composerError = $("#composer-error", root);
     this.conversationId = null;
     this.replies = new Map(); // message id -> Reply in the open conversation
     this.early = new Map(); // message id -> events that arrived before the id was bound
@@ -206,27 +207,48 @@ export class Chat {
   sendFromComposer() {
     const text = this.input.value.trim();
     if (!text || this.active || this.sendButton.disabled) return;
+    say(this.composerError, "");
     this.input.value = "";
     this.send(text);
   }
 
   send(text) {
-    this.messages.querySelector(".empty")?.remove();
+    const hint = this.messages.querySelector(".empty");
+    hint?.remove();
     const userEl = this.userMessage({ text });
     const reply = new Reply(this);
     this.messages.append(userEl, reply.el);
     this.startActive(reply);
     const payload = { conversation_id: this.conversationId, text };
-    this.emitWithAck("chat", payload, reply, () => {
+    const unsend = () => {
       userEl.remove();
       reply.el.remove();
-      this.send(text);
+      if (hint && !this.messages.children.length) this.messages.append(hint);
+    };
+    this.emitWithAck("chat", payload, reply, {
+      retry: () => {
+        unsend();
+        this.send(text);
+      },
+      // Refused, so nothing was stored: the text goes back into the box to edit and resend.
+      refused: (error) => {
+        unsend();
+        if (!this.input.value.trim()) this.input.value = text;
+        say(this.composerError, error.message ?? "The server refused the message.");
+        this.input.focus();
+      },
     });
   }
 
-  /** Emit a chat/regenerate event and bind `reply` to the id in the ack; on failure offer retry. */
-  emitWithAck(event, payload, reply, retry) {
+  /** Emit a chat/regenerate event and bind `reply` to the id in the ack. A refusal goes to
+   * `refused(error)` when given, else shows in the reply with Retry, as a missing ack does. */
+  emitWithAck(event, payload, reply, { retry, refused }) {
     this.socket.timeout(ACK_TIMEOUT_MS).emit(event, payload, (timeout, ack) => {
+      if (!timeout && !ack?.ok && refused) {
+        refused(ack?.error ?? {});
+        this.settle(reply);
+        return;
+      }
       if (timeout || !ack?.ok) {
         const error = timeout
           ? { message: "The server did not answer in time. Your message is kept: retry." }
@@ -262,9 +284,11 @@ export class Chat {
     reply.memory.replaceChildren();
     reply.render();
     this.startActive(reply);
-    this.emitWithAck("regenerate", { message_id: oldId }, reply, () => {
-      this.bindReply(reply, oldId);
-      this.regenerate(reply);
+    this.emitWithAck("regenerate", { message_id: oldId }, reply, {
+      retry: () => {
+        this.bindReply(reply, oldId);
+        this.regenerate(reply);
+      },
     });
   }
 
@@ -313,6 +337,7 @@ export class Chat {
 
   newConversation() {
     if (this.active) return;
+    say(this.composerError, "");
     this.conversationId = null;
     this.replies.clear();
     this.messages.replaceChildren(this.emptyHint());

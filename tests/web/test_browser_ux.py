@@ -1,0 +1,36 @@
+"""What a person finds when using the page: kept drafts, focus that stays put, visible errors
+and connection trouble, the latest message in view. Headless Chromium against the real server,
+with the browser, page and helpers of test_browser.py."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.web import test_browser as ui
+
+pytestmark = pytest.mark.browser
+
+browser = ui.browser  # the module's Chromium, shared by the tests here
+page = ui.page  # a fresh context per test; fails the test on uncaught page errors
+
+
+def composer(page: Page):
+    return page.get_by_label("Message", exact=True)
+
+
+def test_a_refused_message_goes_back_into_the_box_with_the_reason(page: Page, live_server) -> None:
+    ui.register(page, live_server.url, "paster")
+    pasted = ("A pasted log line that goes on and on. " * 2600).strip()  # 101 399 characters
+    composer(page).fill(pasted)
+    composer(page).press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("at most")
+    assert composer(page).input_value() == pasted, "the pasted text was lost"
+    expect(page.locator(".message")).to_have_count(0)  # nothing was sent or stored
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+    composer(page).fill("A short one instead")
+    composer(page).press("Enter")
+    expect(page.locator(".message.user .text")).to_have_text(["A short one instead"])
+    expect(page.get_by_role("alert")).to_have_count(0)
+
