@@ -7,6 +7,15 @@ import { recallPanel } from "./memory.js";
 const ACK_TIMEOUT_MS = 20000;
 const RESYNC_DELAY_MS = 1500;
 
+/** If the focused control has just gone (hidden or removed), move the focus to `target`, so
+ * that a keyboard user is not thrown back to the top of the page. */
+function keepFocus(target) {
+  const focused = document.activeElement;
+  if (!focused || focused === document.body || !focused.isConnected || !focused.offsetParent) {
+    target.focus();
+  }
+}
+
 /** One assistant reply on screen, bound to its message id once the server gives it. */
 class Reply {
   constructor(chat, message = {}) {
@@ -180,15 +189,18 @@ export class Chat {
     this.stopButton.hidden = true;
     this.sendButton.hidden = false;
     this.updateRegenerate();
+    keepFocus(this.input);
   }
 
-  startActive(reply) {
+  /** `focusTarget` takes the focus if the pressed button (Send, Regenerate, Retry) goes. */
+  startActive(reply, focusTarget = this.input) {
     this.active = reply;
     reply.setBusy("Recalling memories…");
     this.onActivity("recalling");
     this.stopButton.hidden = false;
     this.sendButton.hidden = true;
     this.updateRegenerate();
+    keepFocus(focusTarget);
   }
 
   stickToBottom() {
@@ -283,7 +295,8 @@ export class Chat {
     reply.el.classList.remove("error");
     reply.memory.replaceChildren();
     reply.render();
-    this.startActive(reply);
+    reply.el.tabIndex = -1; // focusable from script: it replaces the pressed button
+    this.startActive(reply, reply.el);
     this.emitWithAck("regenerate", { message_id: oldId }, reply, {
       retry: () => {
         this.bindReply(reply, oldId);

@@ -34,3 +34,18 @@ def test_a_refused_message_goes_back_into_the_box_with_the_reason(page: Page, li
     expect(page.locator(".message.user .text")).to_have_text(["A short one instead"])
     expect(page.get_by_role("alert")).to_have_count(0)
 
+
+def test_keyboard_focus_is_not_lost_when_the_pressed_button_goes_away(
+    page: Page, live_server
+) -> None:
+    ui.register(page, live_server.url, "keyboarder")
+    composer(page).fill("First message")
+    page.get_by_role("button", name="Send").press("Enter")  # Send is hidden while writing
+    expect(page.locator(".message.assistant")).to_have_count(1)
+    expect(composer(page)).to_be_focused()
+
+    expect(page.get_by_role("button", name="Regenerate")).to_be_visible()
+    page.get_by_role("button", name="Regenerate").press("Enter")  # replaced while writing
+    expect(page.get_by_role("button", name="Regenerate")).to_be_visible()
+    assert page.evaluate("document.activeElement !== document.body"), "focus fell to the page"
+
