@@ -49,3 +49,12 @@ def test_keyboard_focus_is_not_lost_when_the_pressed_button_goes_away(
     expect(page.get_by_role("button", name="Regenerate")).to_be_visible()
     assert page.evaluate("document.activeElement !== document.body"), "focus fell to the page"
 
+
+def test_a_remembered_message_keeps_its_line_breaks(page: Page, live_server) -> None:
+    ui.register(page, live_server.url, "poet")
+    ui.send(page, "Roses are red\nviolets are blue")
+    page.get_by_role("tab", name="Memory").click()
+    text = page.locator("#memory-results .memory-text", has_text="Roses")
+    expect(text).to_be_visible()
+    assert text.inner_text() == "Roses are red\nviolets are blue"  # as rendered: two lines
+
