@@ -132,19 +132,25 @@ export class MemoryView {
     $("#memory-import", root).addEventListener("change", (event) => this.importFile(event.target));
   }
 
+  /** Show progress or an outcome under the search box; a failure in the error colour. */
+  report(message, failed = false) {
+    say(this.status, message);
+    this.status.classList.toggle("error", failed);
+  }
+
   async search(q = "") {
-    say(this.status, q ? "Searching…" : "Loading…");
+    this.report(q ? "Searching…" : "Loading…");
     try {
       const data = await request("GET", `/api/memory?q=${encodeURIComponent(q)}&limit=50`);
       const hits = listIn(data, "results", "recalled", "hits", "episodes", "memories");
       this.list.replaceChildren(...hits.map(memoryItem));
       const tokens = data?.query_tokens ?? [];
       const words = tokens.length ? ` (query words: ${tokens.join(", ")})` : "";
-      say(this.status, hits.length ? `${hits.length} ${q ? "matching" : "recent"} memories${words}`
+      this.report(hits.length ? `${hits.length} ${q ? "matching" : "recent"} memories${words}`
         : q ? `Nothing recalled for that${words}.`
           : "No memories yet: chat and they will appear here.");
     } catch (error) {
-      say(this.status, error.message);
+      this.report(error.message, true);
     }
   }
 
@@ -152,7 +158,7 @@ export class MemoryView {
     const file = input.files?.[0];
     if (!file) return;
     input.value = "";
-    say(this.status, `Importing ${file.name}…`);
+    this.report(`Importing ${file.name}…`);
     try {
       const form = new FormData();
       form.append("file", file);
@@ -160,9 +166,9 @@ export class MemoryView {
       const count = data?.imported ?? data?.count;
       announceChange();
       await this.search(this.query.value.trim());
-      say(this.status, count === undefined ? "Import done." : `Imported ${count} memories.`);
+      this.report(count === undefined ? "Import done." : `Imported ${count} memories.`);
     } catch (error) {
-      say(this.status, `Import failed: ${error.message}`);
+      this.report(`Import failed: ${error.message}`, true);
     }
   }
 }

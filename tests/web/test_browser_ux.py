@@ -4,6 +4,9 @@ with the browser, page and helpers of test_browser.py."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -57,4 +60,28 @@ def test_a_remembered_message_keeps_its_line_breaks(page: Page, live_server) -> 
     text = page.locator("#memory-results .memory-text", has_text="Roses")
     expect(text).to_be_visible()
     assert text.inner_text() == "Roses are red\nviolets are blue"  # as rendered: two lines
+
+
+def test_a_failed_import_is_shown_as_an_error(page: Page, live_server, tmp_path: Path) -> None:
+    ui.register(page, live_server.url, "importer")
+    page.get_by_role("tab", name="Memory").click()
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    page.locator("#memory-import").set_input_files(broken)
+    status = page.locator("#memory-status")
+    expect(status).to_contain_text("Import failed")
+    danger = page.evaluate("getComputedStyle(document.body).getPropertyValue('--danger')")
+    expect(status).to_have_css("color", _rgb(danger))
+
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps({"format": "sornmemory.memory", "version": 1, "episodes": [
+        {"text": "I grow tomatoes on the balcony", "role": "user", "timestamp": 1.7e9}]}))
+    page.locator("#memory-import").set_input_files(export)
+    expect(status).to_contain_text("Imported 1")
+    expect(status).not_to_have_css("color", _rgb(danger))
+
+
+def _rgb(hex_colour: str) -> str:
+    value = int(hex_colour.strip().lstrip("#"), 16)
+    return f"rgb({value >> 16}, {(value >> 8) & 255}, {value & 255})"
 
