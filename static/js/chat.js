@@ -117,6 +117,15 @@ export class Chat {
     this.replies = new Map(); // message id -> Reply in the open conversation
     this.early = new Map(); // message id -> events that arrived before the id was bound
     this.active = null; // the Reply being generated
+    this.pinned = true; // the view follows the newest message: the user has not scrolled up
+
+    this.messages.addEventListener("scroll", () => {
+      const box = this.messages;
+      if (box.clientHeight) this.pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+    });
+    // Shown again (a phone's Chat tab, or back from the Memory view) or resized: a hidden box
+    // cannot scroll, so this is where it catches up with what arrived meanwhile.
+    new ResizeObserver(() => this.stickToBottom()).observe(this.messages);
 
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -204,10 +213,7 @@ export class Chat {
   }
 
   stickToBottom() {
-    const box = this.messages;
-    if (box.scrollHeight - box.scrollTop - box.clientHeight < 120 || this.active) {
-      box.scrollTop = box.scrollHeight;
-    }
+    if (this.pinned || this.active) this.messages.scrollTop = this.messages.scrollHeight;
   }
 
   setConnected(connected) {
@@ -396,7 +402,8 @@ export class Chat {
     }
     if (!messages.length) this.messages.append(this.emptyHint());
     this.updateRegenerate();
-    this.messages.scrollTop = this.messages.scrollHeight;
+    this.pinned = true;
+    this.stickToBottom();
     // A reply still being written elsewhere (or missed while offline): look again shortly.
     if (streaming && !this.active) setTimeout(() => this.resync(), RESYNC_DELAY_MS);
   }

@@ -85,3 +85,25 @@ def _rgb(hex_colour: str) -> str:
     value = int(hex_colour.strip().lstrip("#"), 16)
     return f"rgb({value >> 16}, {(value >> 8) & 255}, {value & 255})"
 
+
+def test_on_a_phone_an_opened_conversation_shows_its_latest_message(
+    page: Page, live_server
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    ui.register(page, live_server.url, "scroller")
+    for k in range(4):
+        ui.send(page, f"Message number {k}: " + "a fairly long sentence to fill the screen. " * 6)
+    page.reload()  # a new visit: the page opens on a new, empty conversation
+    page.get_by_role("tab", name="Chats").click()
+    page.locator("#conversation-list .conversation").first.click()
+    expect(page.locator(".message.assistant")).to_have_count(4)
+    expect(page.locator(".message.assistant").last).to_be_in_viewport()
+
+    composer(page).fill("One more, while I watch the network")
+    composer(page).press("Enter")
+    page.get_by_role("tab", name="Network").click()  # the reply arrives while Chat is hidden
+    page.wait_for_function("() => document.querySelector('#stop').hidden")
+    page.get_by_role("tab", name="Chat", exact=True).click()
+    expect(page.locator(".message.assistant")).to_have_count(5)
+    expect(page.locator(".message.assistant").last).to_be_in_viewport()
+
