@@ -60,6 +60,9 @@ function setConnection(state, detail) {
   el.dataset.state = state;
   el.textContent = CONNECTION_LABELS[state];
   el.title = detail ? `${CONNECTION_LABELS[state]} (${detail})` : CONNECTION_LABELS[state];
+  // Said again under the message box, where one looks when Send does nothing (not on the
+  // first connect, which is quick).
+  $("#composer-offline").hidden = state === "connected" || state === "connecting";
   chat?.setConnected(state === "connected");
 }
 

@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
+from tests.support.fake_nim import FakeNIM
 from tests.web import test_browser as ui
+from tests.web.conftest import start_server, stop_server
 
 pytestmark = pytest.mark.browser
 
@@ -107,3 +109,33 @@ def test_on_a_phone_an_opened_conversation_shows_its_latest_message(
     expect(page.locator(".message.assistant")).to_have_count(5)
     expect(page.locator(".message.assistant").last).to_be_in_viewport()
 
+
+def test_when_the_server_restarts_the_page_says_so_keeps_the_draft_and_recovers(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with FakeNIM() as nim:
+        server = start_server(tmp_path, nim)
+        context = browser.new_context(viewport={"width": 390, "height": 844})
+        try:
+            page = context.new_page()
+            ui.register(page, server.url, "traveller")
+            ui.send(page, "I am about to lose the connection")
+            server.kill()
+            composer(page).fill("Typed while the server was away")
+            expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+            expect(page.get_by_text("Not connected")).to_be_visible()  # said where one looks
+            expect(page.get_by_role("button", name="Send")).to_be_disabled()
+            composer(page).press("Enter")
+            expect(composer(page)).to_have_value("Typed while the server was away")
+
+            port = int(server.url.rsplit(":", 1)[1])
+            server = start_server(tmp_path, nim, port=port)  # same data: the session holds
+            expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+            expect(page.get_by_text("Not connected")).to_be_hidden()
+            composer(page).press("Enter")
+            expect(page.locator(".message.user .text")).to_have_count(2)
+            expect(page.locator(".message.assistant").last).not_to_contain_class("busy")
+            expect(page.locator(".message.assistant").last.get_by_role("alert")).to_have_count(0)
+        finally:
+            context.close()
+            stop_server(server)
