@@ -139,3 +139,36 @@ def test_when_the_server_restarts_the_page_says_so_keeps_the_draft_and_recovers(
         finally:
             context.close()
             stop_server(server)
+
+
+TABLE_REPLY = """| Name | City | Hobby | Since | Notes |
+|---|---|---|---|---|
+| Ingrid | Reykjavik | beekeeping | 2019 | three hives on a rooftop in the old harbour |
+| Lena | Basel | hiking | 2021 | the Haute Route from Chamonix to Zermatt |"""
+
+# Each table cell -> how many lines its longest word takes (1 unless a word was broken).
+BROKEN_WORDS = """(table) => [...table.querySelectorAll("th, td")].map((cell) => {
+  const range = document.createRange();
+  let most = 1;
+  for (const match of cell.textContent.matchAll(/\\S+/g)) {
+    range.setStart(cell.firstChild, match.index);
+    range.setEnd(cell.firstChild, match.index + match[0].length);
+    const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+    most = Math.max(most, tops.size);
+  }
+  return most;
+})"""
+
+
+def test_on_a_phone_a_table_keeps_its_words_whole_and_the_page_does_not_scroll_sideways(
+    page: Page, live_server
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    live_server.nim.reply = TABLE_REPLY
+    ui.register(page, live_server.url, "tabler")
+    ui.send(page, "Who are my people?")
+    table = page.locator(".message.assistant .markdown table")
+    expect(table.locator("td")).to_have_count(10)
+    assert set(table.evaluate(BROKEN_WORDS)) == {1}, "a word in the table was broken apart"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
