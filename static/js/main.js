@@ -69,7 +69,7 @@ function setConnection(state, detail) {
 function setActivity(state) {
   const el = $("#activity");
   el.dataset.state = state ?? "idle";
-  el.textContent = state ? ACTIVITY_LABELS[state] : "";
+  el.textContent = el.title = state ? ACTIVITY_LABELS[state] : ""; // title: phones show a dot
 }
 
 async function refreshNetwork() {

@@ -172,3 +172,20 @@ def test_on_a_phone_a_table_keeps_its_words_whole_and_the_page_does_not_scroll_s
     assert set(table.evaluate(BROKEN_WORDS)) == {1}, "a word in the table was broken apart"
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
+
+def test_on_a_phone_the_top_bar_does_not_jump_while_a_reply_is_written(
+    page: Page, live_server
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    nim = live_server.nim
+    nim.reply = " ".join(f"word{k}" for k in range(200))
+    nim.mode = "drip"
+    ui.register(page, live_server.url, "reader")
+    topbar = page.locator(".topbar")
+    idle_height = topbar.bounding_box()["height"]
+    composer(page).fill("Tell me a long story")
+    composer(page).press("Enter")
+    expect(page.locator(".message.assistant .markdown")).to_contain_text("word3")
+    expect(page.locator("#activity")).to_have_text("Writing…")  # still there for screen readers
+    assert topbar.bounding_box()["height"] == idle_height
+    page.get_by_role("button", name="Stop").click()
