@@ -100,7 +100,10 @@ export function memoryItem(hit) {
     h("p", { class: "why" }, why),
     deleteButton(hit, () => {
       item.classList.add("deleted");
-      item.replaceChildren(h("p", { class: "memory-meta" }, "Memory deleted."));
+      // The pressed button is gone: its note takes the focus, so Tab goes on from here.
+      const note = h("p", { class: "memory-meta", tabindex: "-1" }, "Memory deleted.");
+      item.replaceChildren(note);
+      note.focus();
     }),
   );
   return item;

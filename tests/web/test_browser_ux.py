@@ -189,3 +189,17 @@ def test_on_a_phone_the_top_bar_does_not_jump_while_a_reply_is_written(
     expect(page.locator("#activity")).to_have_text("Writing…")  # still there for screen readers
     assert topbar.bounding_box()["height"] == idle_height
     page.get_by_role("button", name="Stop").click()
+
+
+def test_deleting_a_memory_by_keyboard_keeps_the_focus_in_place(page: Page, live_server) -> None:
+    ui.register(page, live_server.url, "tidier")
+    ui.send(page, "My locker code is 4711")
+    page.get_by_role("tab", name="Memory").click()
+    found = page.locator("#memory-results .memory-item", has_text="locker")
+    episode_id = found.get_attribute("data-episode-id")
+    item = page.locator(f'#memory-results .memory-item[data-episode-id="{episode_id}"]')
+    delete = item.get_by_role("button", name="Delete memory")
+    delete.press("Enter")
+    delete.press("Enter")  # the second press confirms
+    expect(item).to_contain_text("Memory deleted")
+    expect(item.get_by_text("Memory deleted")).to_be_focused()
