@@ -76,6 +76,25 @@ function deleteButton(hit, onDeleted) {
   return button;
 }
 
+const LONG_TEXT_CHARS = 600; // longer memories (a pasted log, say) start folded
+
+/** The episode's text, highlighted; a long one folded to a few lines with "Show all". */
+function memoryText(text, matched, associated) {
+  const body = h("p", { class: "memory-text" }, highlighted(text, matched, associated));
+  if (text.length <= LONG_TEXT_CHARS && text.split("\n").length <= 6) return [body];
+  const more = `Show all (${text.length.toLocaleString()} characters)`;
+  body.classList.add("folded");
+  const toggle = h("button", {
+    type: "button", class: "small secondary", "aria-expanded": "false",
+    onclick: () => {
+      const folded = body.classList.toggle("folded");
+      toggle.setAttribute("aria-expanded", String(!folded));
+      toggle.textContent = folded ? more : "Show less";
+    },
+  }, more);
+  return [body, toggle];
+}
+
 /** One recalled episode: its text with highlights, score, why, and a delete button. */
 export function memoryItem(hit) {
   const matched = tokensOf(hit.matched);
@@ -95,7 +114,7 @@ export function memoryItem(hit) {
     hit.role, when(hit.timestamp),
   ].filter(Boolean).join(" · ");
   item.append(
-    h("p", { class: "memory-text" }, highlighted(String(hit.text ?? ""), matched, associated)),
+    ...memoryText(String(hit.text ?? ""), matched, associated),
     h("p", { class: "memory-meta" }, meta),
     h("p", { class: "why" }, why),
     deleteButton(hit, () => {

@@ -203,3 +203,17 @@ def test_deleting_a_memory_by_keyboard_keeps_the_focus_in_place(page: Page, live
     delete.press("Enter")  # the second press confirms
     expect(item).to_contain_text("Memory deleted")
     expect(item.get_by_text("Memory deleted")).to_be_focused()
+
+
+def test_a_long_memory_starts_folded_and_opens_in_full(page: Page, live_server) -> None:
+    ui.register(page, live_server.url, "logger")
+    log = "\n".join(f"12:00:{k:02d} worker {k} finished the nightly backup job" for k in range(60))
+    ui.send(page, log)
+    page.get_by_role("tab", name="Memory").click()
+    text = page.locator("#memory-results .memory-text", has_text="nightly backup")
+    line_height = float(text.evaluate("(p) => parseFloat(getComputedStyle(p).lineHeight)"))
+    assert text.bounding_box()["height"] <= 6.5 * line_height, "a 60-line memory fills the page"
+
+    page.get_by_role("button", name="Show all").click()
+    expect(page.get_by_role("button", name="Show less")).to_have_attribute("aria-expanded", "true")
+    assert text.bounding_box()["height"] >= 60 * line_height
