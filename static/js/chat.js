@@ -6,6 +6,8 @@ import { recallPanel } from "./memory.js";
 
 const ACK_TIMEOUT_MS = 20000;
 const RESYNC_DELAY_MS = 1500;
+const BUSY_NOTICE = "A reply is being written: stop it (Esc) or let it finish, then change "
+  + "conversations.";
 
 /** If the focused control has just gone (hidden or removed), move the focus to `target`, so
  * that a keyboard user is not thrown back to the top of the page. */
@@ -198,6 +200,7 @@ export class Chat {
     this.stopButton.hidden = true;
     this.sendButton.hidden = false;
     this.updateRegenerate();
+    if (this.composerError.textContent === BUSY_NOTICE) say(this.composerError, "");
     keepFocus(this.input);
   }
 
@@ -354,8 +357,17 @@ export class Chat {
     this.title.textContent = current?.title || "New conversation";
   }
 
+  /** One reply at a time: while one is written, say why another conversation does not open
+   * (on a phone, back on the Chat tab, where the notice and the reply are). */
+  busyWriting() {
+    if (!this.active) return false;
+    say(this.composerError, BUSY_NOTICE);
+    this.onConversationChange?.();
+    return true;
+  }
+
   newConversation() {
-    if (this.active) return;
+    if (this.busyWriting()) return;
     say(this.composerError, "");
     this.conversationId = null;
     this.replies.clear();
@@ -372,7 +384,7 @@ export class Chat {
   }
 
   async openConversation(id, { keepFocus = false } = {}) {
-    if (this.active) return; // one reply at a time: finish or stop it first
+    if (this.busyWriting()) return;
     this.conversationId = id;
     try {
       const data = await request("GET", `/api/conversations/${encodeURIComponent(id)}/messages`);

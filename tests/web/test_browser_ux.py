@@ -214,6 +214,30 @@ def test_a_long_memory_starts_folded_and_opens_in_full(page: Page, live_server) 
     line_height = float(text.evaluate("(p) => parseFloat(getComputedStyle(p).lineHeight)"))
     assert text.bounding_box()["height"] <= 6.5 * line_height, "a 60-line memory fills the page"
 
-    page.get_by_role("button", name="Show all").click()
-    expect(page.get_by_role("button", name="Show less")).to_have_attribute("aria-expanded", "true")
+    item = text.locator("..")
+    item.get_by_role("button", name="Show all").click()
+    expect(item.get_by_role("button", name="Show less")).to_have_attribute("aria-expanded", "true")
     assert text.bounding_box()["height"] >= 60 * line_height
+
+
+def test_changing_conversation_while_a_reply_is_written_says_why_it_waits(
+    page: Page, live_server
+) -> None:
+    nim = live_server.nim
+    ui.register(page, live_server.url, "hopper")
+    ui.send(page, "An earlier conversation")
+    page.get_by_role("button", name="New conversation").click()
+    nim.reply = " ".join(f"word{k}" for k in range(200))
+    nim.mode = "drip"
+    composer(page).fill("Tell me a long story")
+    composer(page).press("Enter")
+    expect(page.locator(".message.assistant .markdown")).to_contain_text("word3")
+    page.get_by_role("button", name="An earlier conversation").click()
+    expect(page.get_by_role("alert")).to_contain_text("stop it")
+    expect(page.locator(".message.user .text")).to_have_text(["Tell me a long story"])
+
+    page.keyboard.press("Escape")
+    expect(page.locator(".message.assistant")).to_contain_text("Stopped.")
+    expect(page.get_by_role("alert")).to_have_count(0)
+    page.get_by_role("button", name="An earlier conversation").click()
+    expect(page.locator(".message.user .text")).to_have_text(["An earlier conversation"])
