@@ -303,6 +303,7 @@ export class Chat {
     reply.stopping = false;
     reply.el.classList.remove("error");
     reply.memory.replaceChildren();
+    reply.actions.replaceChildren(); // no longer in `replies`, so updateRegenerate misses it
     reply.render();
     reply.el.tabIndex = -1; // focusable from script: it replaces the pressed button
     this.startActive(reply, reply.el);
