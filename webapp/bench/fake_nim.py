@@ -12,7 +12,8 @@ the HTTP error modes, and answers normally in the others).
 
 Modes (`.mode`, settable at any time):
   "ok"              stream `.reply` after `.delay` seconds
-  "401" "404" "500" that HTTP error, body in `.error_style` ("nim": {"status","title",
+  "401" "404" "500" "502" "503"
+                    that HTTP error, body in `.error_style` ("nim": {"status","title",
                     "detail"}; "openai": {"error": {"message", ...}}); `.error_detail`
                     replaces the canned explanation
   "429"             rate limited, no Retry-After
@@ -21,6 +22,11 @@ Modes (`.mode`, settable at any time):
   "drip"            like ok, `.drip_interval` seconds between chunks
   "cut"             send the first half of the words, then drop the connection
   "garbage"         200 with `data:` lines that are not JSON
+  "html"            200 with a web page, not an event stream (a captive portal, a wrong URL)
+  "empty"           a well-formed stream without any text: every chunk's `choices` is empty
+  "error-chunk"     the first half of the words, then a `data: {"error": ...}` chunk
+  "trickle"         the first word, then a keep-alive comment every `.drip_interval`
+                    seconds, for ever: never silent, never done
 
 Records: `.requests` (JSON bodies of chat requests), `.calls` (every request:
 {"method", "path", "headers", "time"} with time.monotonic()), `.served` (every streamed
@@ -41,13 +47,17 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MODES = ("ok", "401", "404", "429", "429-retry-after", "500", "hang", "drip", "cut", "garbage")
+MODES = ("ok", "401", "404", "429", "429-retry-after", "500", "502", "503", "hang", "drip",
+         "cut", "garbage", "html", "empty", "error-chunk", "trickle")
+_STATUS_MODES = ("401", "404", "429", "500", "502", "503")
 
 _ERRORS = {
     401: ("Unauthorized", "Authentication failed"),
     404: ("Not Found", "Function 'fake-model': Not found for account"),
     429: ("Too Many Requests", "Rate limit exceeded"),
     500: ("Internal Server Error", "Inference failed"),
+    502: ("Bad Gateway", "Upstream connection failed"),
+    503: ("Service Unavailable", "The model is loading"),
 }
 
 
@@ -185,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
                                      "seconds": time.monotonic() - arrived})
 
     def _answered_error(self, mode: str) -> bool:
-        if mode in ("401", "404", "429", "500"):
+        if mode in _STATUS_MODES:
             self._error(int(mode))
         elif mode == "429-retry-after":
             self._error(429, {"Retry-After": self.fake.retry_after})
@@ -196,6 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, mode: str, model: str) -> None:
         if not self.fake._pause(self.fake.delay):
             return
+        if mode == "html":
+            return self._html()
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -208,8 +220,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"data: [DONE]\n\n")
             return self._chunk(b"")
         words = re.findall(r"\s*\S+", self.fake.reply)
-        if mode == "cut":
+        if mode in ("cut", "error-chunk"):
             words = words[: max(1, len(words) // 2)]
+        elif mode == "trickle":
+            words = words[:1]
+        elif mode == "empty":
+            words = []
         self._chunk(b": keep-alive\n\n")
         self._event(model, {"role": "assistant", "content": ""})
         for word in words:
@@ -218,11 +234,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(model, {"content": word})
         if mode == "cut":
             return  # no terminating chunk: the connection just drops
+        if mode == "error-chunk":
+            self._data({"error": {"message": "Inference failed mid-stream", "code": 500}})
+            return self._chunk(b"")
+        if mode == "trickle":
+            while self.fake._pause(self.fake.drip_interval):
+                self._chunk(b": keep-alive\n\n")
+            return
+        if mode == "empty":
+            self._data({"id": "chatcmpl-fake", "choices": []})
         self._event(model, {}, finish_reason="stop")
         usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 0}
         self._data({"id": "chatcmpl-fake", "choices": [], "usage": usage})
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
+
+    def _html(self) -> None:
+        """A login page of the kind a captive portal or a web server answers: one line."""
+        page = b"<html><head><title>Sign in</title></head><body>Sign in to go on</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
 
     def _event(self, model: str, delta: dict, finish_reason: str | None = None) -> None:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
