@@ -285,3 +285,16 @@ def test_replies_read_to_their_end_reuse_one_connection(prompt):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("pasted", [f"{FAKE_KEY}\nnvapi-second", f"{FAKE_KEY}\u200b"])
+def test_a_key_that_cannot_be_sent_is_an_auth_error_and_stays_out_of_the_log(
+        nim, prompt, caplog, pasted):
+    """A key pasted with a line break or an invisible character inside: http.client refuses
+    the header with an exception that quotes it, which must reach neither the log nor the
+    user; the user reads what to fix instead of "the relay failed unexpectedly"."""
+    caplog.set_level("DEBUG")
+    _, error = collect(NIMClient(base_url=nim.base_url, api_key=pasted), prompt)
+    assert error.code == "auth" and "NVIDIA_API_KEY" in error.message
+    assert "TEST-SECRET" not in f"{error} {error.message} {caplog.text}"
+    assert nim.requests == []

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -45,6 +46,7 @@ _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _POLL_SECONDS = 0.05
 _READ_SIZE = 8192
 _TAIL_BYTES = 65536  # read after the reply's end to keep its connection for the next one
+_SENDABLE_KEY = re.compile(r"[\x21-\x7e]+")  # what API keys are made of: visible ASCII
 
 
 class NIMClient:
@@ -192,6 +194,13 @@ class NIMClient:
         """Send, retrying 429/5xx/connection failures; return a 2xx streaming response."""
         if urlsplit(self.base_url).scheme not in ("http", "https"):
             raise self._invalid_url()
+        if self._secret and not _SENDABLE_KEY.fullmatch(self._secret):
+            # http.client would refuse the header with an exception quoting the key
+            raise LLMError(
+                "auth",
+                "NVIDIA_API_KEY holds a character that cannot be sent (a line break, space or "
+                "invisible character copied along with it?); set it again.",
+            )
         url = self.base_url + path
         data = None if body is None else json.dumps(body).encode()
         timeout = urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout)
