@@ -76,6 +76,7 @@ def test_list_models_reads_the_models_endpoint(nim, client):
         ("429", "rate_limited", "40 requests per minute"),
         ("500", "server_error", "HTTP 500"),
         ("garbage", "bad_stream", "cannot read"),
+        ("html", "bad_stream", "cannot read"),
         ("cut", "cut_off", "cut off"),
     ],
 )

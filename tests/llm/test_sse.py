@@ -55,3 +55,26 @@ def test_an_error_chunk_is_a_server_error_with_its_message():
         decode(b'data: {"error": {"message": "model overloaded"}}\n')
     assert raised.value.code == "server_error"
     assert "model overloaded" in raised.value.message
+
+
+def test_the_last_line_counts_without_a_line_break_when_the_stream_ends():
+    decoder = StreamDecoder()
+    pieces = list(decoder.feed(chunk("Bye") + b"data: [DONE]")) + list(decoder.finish())
+    assert (pieces, decoder.done) == (["Bye"], True)
+
+
+def test_a_data_line_cut_in_the_middle_leaves_the_stream_unfinished():
+    decoder = StreamDecoder()
+    pieces = list(decoder.feed(chunk("Half") + b'data: {"choices": [{"del')) + list(
+        decoder.finish())
+    assert (pieces, decoder.done) == (["Half"], False)
+
+
+@pytest.mark.parametrize("page", [b"<html><body>Sign in</body></html>",
+                                  b'{"choices": [{"message": {"content": "Hi"}}]}'])
+def test_a_body_that_is_not_an_event_stream_is_a_bad_stream_even_on_one_line(page):
+    decoder = StreamDecoder()
+    assert list(decoder.feed(page)) == []
+    with pytest.raises(LLMError) as raised:
+        list(decoder.finish())
+    assert raised.value.code == "bad_stream"

@@ -161,18 +161,18 @@ class NIMClient:
                 data = response.read1(_READ_SIZE)
                 if exchange.stopped.is_set():
                     raise _Cancelled
-                if not data:
+                pieces: list[str] = []  # what one read brought: one hand-over, not one a piece
+                try:
+                    pieces.extend(decoder.feed(data) if data else decoder.finish())
+                finally:  # an unreadable line: the pieces before it still count
+                    if pieces:
+                        exchange.events.put(("pieces", pieces))
+                if not data and not decoder.done:
                     raise LLMError(
                         "cut_off",
                         "The reply was cut off: the LLM service closed the connection before "
                         "finishing. What arrived is kept; try again or regenerate.",
                     )
-                pieces: list[str] = []  # what one read brought: one hand-over, not one a piece
-                try:
-                    pieces.extend(decoder.feed(data))
-                finally:  # an unreadable line: the pieces before it still count
-                    if pieces:
-                        exchange.events.put(("pieces", pieces))
         except (urllib3.exceptions.HTTPError, OSError) as error:
             if exchange.stopped.is_set():
                 raise _Cancelled from None

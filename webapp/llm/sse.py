@@ -34,6 +34,15 @@ class StreamDecoder:
         for line in lines:
             yield from self._line(line.rstrip(b"\r"))
 
+    def finish(self) -> Iterator[str]:
+        """The stream has ended: its last line counts even without a line break (so a web
+        page or a JSON answer sent instead of events is a bad stream, and a final `data:
+        [DONE]` an end), unless it is a data line cut in the middle: then it stays unfinished."""
+        line, self._buffer = self._buffer.rstrip(b"\r"), b""
+        if line.startswith(b"data:") and not _complete(line):
+            return
+        yield from self._line(line)
+
     def _line(self, line: bytes) -> Iterator[str]:
         if not line or line.startswith(b":") or self.done:
             return
@@ -74,6 +83,15 @@ class StreamDecoder:
         if choice.get("finish_reason"):
             self.done = True
         return content
+
+
+def _complete(line: bytes) -> bool:
+    payload = line.partition(b":")[2].strip()
+    try:
+        json.loads(payload)
+    except ValueError:
+        return payload == b"[DONE]"
+    return True
 
 
 def _garbled(what: str) -> str:
