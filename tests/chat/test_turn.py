@@ -292,3 +292,26 @@ def test_the_offline_responders_replies_are_shown_but_not_remembered(world, user
     assert not any((m["meta"] or {}).get("episode_id") for m in messages
                    if m["role"] == "assistant")
     assert pool.call(user, "stats")["episodes"] == 2
+
+
+@pytest.mark.parametrize("mode, code, partial", [
+    ("empty", "empty_reply", ""),
+    ("html", "bad_stream", ""),
+    ("error-chunk", "server_error", "Alpha beta"),
+])
+def test_a_reply_the_llm_spoils_is_marked_failed_with_what_arrived_and_the_next_turn_works(
+        world, user, mode, code, partial):
+    store, pool, nim, turns, events = world
+    nim.mode, nim.reply = mode, "Alpha beta gamma delta"
+    ack = run_turn(turns, user, {"conversation_id": None, "text": f"Tell me about {mode}."})
+    error = events.of(user, "error", ack["message_id"])[-1][1]
+    assert error["code"] == code and not events.of(user, "done", ack["message_id"])
+    assert "".join(events.deltas(ack["message_id"])) == partial
+    asked, reply = store.list_messages(user, ack["conversation_id"])
+    assert asked["text"] == f"Tell me about {mode}." and asked["meta"]["episode_id"]
+    assert (reply["status"], reply["text"], reply["meta"]["error"]["code"]) == (
+        "error", partial, code)
+
+    nim.mode = "ok"
+    again = run_turn(turns, user, {"conversation_id": ack["conversation_id"], "text": "Again?"})
+    assert events.of(user, "done", again["message_id"])[-1][1]["text"] == nim.reply

@@ -77,6 +77,7 @@ def test_list_models_reads_the_models_endpoint(nim, client):
         ("500", "server_error", "HTTP 500"),
         ("garbage", "bad_stream", "cannot read"),
         ("html", "bad_stream", "cannot read"),
+        ("empty", "empty_reply", "empty reply"),
         ("cut", "cut_off", "cut off"),
     ],
 )

@@ -18,6 +18,7 @@ CODES = (
     "bad_stream",
     "cut_off",
     "bad_request",
+    "empty_reply",
 )
 
 

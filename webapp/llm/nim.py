@@ -187,6 +187,13 @@ class NIMClient:
                 "The reply was cut off: the connection to the LLM service broke mid-reply. "
                 "What arrived is kept; try again or regenerate.",
             ) from None
+        if not decoder.has_text:  # a finished reply without text (e.g. a content filter)
+            why = decoder.finish_reason
+            why = f" (finish reason: {why[:40]})" if why and why != "stop" else ""
+            raise LLMError(
+                "empty_reply",
+                f"The model sent an empty reply{why}. Try again, or rephrase the message.",
+            )
 
     def _request(
         self, method: str, path: str, body: dict | None, stop: threading.Event

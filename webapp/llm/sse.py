@@ -22,11 +22,15 @@ class StreamDecoder:
 
     `done` turns true at `[DONE]`, or at a chunk with a finish_reason (some servers close
     the connection without sending `[DONE]`); a stream that ends before either was cut off.
+    `has_text` says whether any piece held more than white space; `finish_reason` is the
+    last one given.
     """
 
     def __init__(self) -> None:
         self._buffer = b""
         self.done = False
+        self.has_text = False
+        self.finish_reason: str | None = None
 
     def feed(self, data: bytes) -> Iterator[str]:
         self._buffer += data
@@ -82,6 +86,8 @@ class StreamDecoder:
             raise LLMError("bad_stream", _garbled("delta.content is not text"))
         if choice.get("finish_reason"):
             self.done = True
+            self.finish_reason = str(choice["finish_reason"])
+        self.has_text = self.has_text or bool(content.strip())
         return content
 
 
