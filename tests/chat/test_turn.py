@@ -298,11 +298,13 @@ def test_the_offline_responders_replies_are_shown_but_not_remembered(world, user
     ("empty", "empty_reply", ""),
     ("html", "bad_stream", ""),
     ("error-chunk", "server_error", "Alpha beta"),
+    ("trickle", "timeout", "Alpha"),  # keep-alives for ever: ended by the reply timeout
 ])
 def test_a_reply_the_llm_spoils_is_marked_failed_with_what_arrived_and_the_next_turn_works(
-        world, user, mode, code, partial):
+        world, user, monkeypatch, mode, code, partial):
     store, pool, nim, turns, events = world
-    nim.mode, nim.reply = mode, "Alpha beta gamma delta"
+    nim.mode, nim.reply, nim.drip_interval = mode, "Alpha beta gamma delta", 0.1
+    monkeypatch.setattr(turns.llm, "reply_timeout", 1.0)
     ack = run_turn(turns, user, {"conversation_id": None, "text": f"Tell me about {mode}."})
     error = events.of(user, "error", ack["message_id"])[-1][1]
     assert error["code"] == code and not events.of(user, "done", ack["message_id"])

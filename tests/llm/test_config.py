@@ -21,12 +21,14 @@ def test_a_base_url_alone_selects_a_keyless_openai_compatible_server():
         "NIM_BASE_URL": "http://localhost:11434/v1",
         "NIM_MODEL": "llama3.1",
         "NIM_READ_TIMEOUT": "120",
+        "NIM_REPLY_TIMEOUT": "900",
     }
     client = make_client(env)
-    assert (client.base_url, client.model, client.read_timeout) == (
+    assert (client.base_url, client.model, client.read_timeout, client.reply_timeout) == (
         "http://localhost:11434/v1",
         "llama3.1",
         120.0,
+        900.0,
     )
     assert "api_key=none" in repr(client)
 

@@ -300,3 +300,16 @@ def test_a_key_that_cannot_be_sent_is_an_auth_error_and_stays_out_of_the_log(
     assert error.code == "auth" and "NVIDIA_API_KEY" in error.message
     assert "TEST-SECRET" not in f"{error} {error.message} {caplog.text}"
     assert nim.requests == []
+
+
+@pytest.mark.timeout(20)
+def test_a_reply_that_never_ends_is_stopped_at_the_reply_timeout_keeping_what_arrived(
+        nim, client, prompt):
+    """Keep-alives every 0.1 s: never silent for the read timeout, never done. Without a
+    bound on the whole reply, the turn (and its thread) would wait for ever."""
+    nim.mode, nim.drip_interval = "trickle", 0.1
+    client.reply_timeout = 1.0
+    pieces, error = collect(client, prompt)
+    assert error.code == "timeout" and "1 s" in error.message
+    assert "".join(pieces) == nim.reply.split()[0]
+    assert len(nim.requests) == 1

@@ -12,7 +12,7 @@ def make_client(env: Mapping) -> NIMClient | OfflineResponder:
     """NIMClient or OfflineResponder per SORNMEMORY_LLM (`nim` | `offline`).
 
     Unset, it is `nim` when NVIDIA_API_KEY or NIM_BASE_URL is set, else `offline`.
-    NIM_CONNECT_TIMEOUT and NIM_READ_TIMEOUT (seconds) tune the timeouts.
+    NIM_CONNECT_TIMEOUT, NIM_READ_TIMEOUT and NIM_REPLY_TIMEOUT (seconds) tune the timeouts.
     """
     key = _setting(env, "NVIDIA_API_KEY")
     base_url = _setting(env, "NIM_BASE_URL")
@@ -27,6 +27,7 @@ def make_client(env: Mapping) -> NIMClient | OfflineResponder:
         api_key=key or None,
         connect_timeout=_seconds(env, "NIM_CONNECT_TIMEOUT", 10.0),
         read_timeout=_seconds(env, "NIM_READ_TIMEOUT", 60.0),
+        reply_timeout=_seconds(env, "NIM_REPLY_TIMEOUT", 600.0),
     )
 
 

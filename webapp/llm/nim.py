@@ -25,6 +25,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -67,6 +68,7 @@ class NIMClient:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        reply_timeout: float = 600.0,
         retry: RetryPolicy | None = None,
         max_tokens: int = 1024,
         temperature: float = 0.5,
@@ -75,6 +77,7 @@ class NIMClient:
         self.model = model
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.reply_timeout = reply_timeout  # the whole reply, retries included
         self.retry = retry or RetryPolicy()
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -100,8 +103,13 @@ class NIMClient:
                 ) from None
 
     def stream(self, prompt: Prompt, cancel: threading.Event | None = None) -> Iterator[str]:
-        """Yield the reply in pieces; raise LLMError on failure; stop quietly on cancel."""
+        """Yield the reply in pieces; raise LLMError on failure; stop quietly on cancel.
+
+        A reply still going after `reply_timeout` seconds is ended with a "timeout" (a
+        server that sends keep-alives, or a word a minute, for ever would hold the caller's
+        thread for good: a read timeout only bounds silence)."""
         cancel = cancel or threading.Event()
+        deadline = time.monotonic() + self.reply_timeout
         exchange = _Exchange()
         body = {
             "model": self.model,
@@ -115,6 +123,8 @@ class NIMClient:
         ).start()
         try:
             while not cancel.is_set():
+                if time.monotonic() > deadline:
+                    raise self._unfinished()
                 try:
                     kind, value = exchange.events.get(timeout=_POLL_SECONDS)
                 except queue.Empty:
@@ -287,6 +297,13 @@ class NIMClient:
             "timeout",
             f"The LLM service did not start answering within {self.read_timeout:g} s; "
             "try again later.",
+        )
+
+    def _unfinished(self) -> LLMError:
+        return LLMError(
+            "timeout",
+            f"The LLM service had not finished its reply after {self.reply_timeout:g} s "
+            "(NIM_REPLY_TIMEOUT), so it was stopped there. What arrived is kept; try again.",
         )
 
     def _redacted(self, error: LLMError) -> LLMError:
