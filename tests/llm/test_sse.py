@@ -78,3 +78,11 @@ def test_a_body_that_is_not_an_event_stream_is_a_bad_stream_even_on_one_line(pag
     with pytest.raises(LLMError) as raised:
         list(decoder.finish())
     assert raised.value.code == "bad_stream"
+
+
+@pytest.mark.parametrize("error", [b'{"code": 500}', b'"' + b"overloaded " * 500 + b'"'])
+def test_an_error_chunk_without_a_message_or_with_a_huge_one_still_reads_well(error):
+    with pytest.raises(LLMError) as raised:
+        decode(b'data: {"error": ' + error + b"}\n")
+    assert raised.value.code == "server_error"
+    assert "None" not in raised.value.message and len(raised.value.message) < 400

@@ -60,10 +60,15 @@ def server_detail(body: bytes) -> str:
     return ": ".join(parts)
 
 
+def server_said(body: bytes) -> str:
+    """' (server said: ...)' with the server's explanation cut to 300 characters, or ''."""
+    detail = server_detail(body)
+    return f" (server said: {detail[:300]})" if detail else ""
+
+
 def error_for_status(status: int, body: bytes, *, model: str) -> LLMError:
     """Map an HTTP error answer to an LLMError with a message a user can act on."""
-    detail = server_detail(body)
-    said = f" (server said: {detail[:300]})" if detail else ""
+    said = server_said(body)
     if status in (401, 403):
         return LLMError(
             "auth",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from webapp.llm.errors import LLMError
+from webapp.llm.errors import LLMError, server_said
 
 _IGNORED_FIELDS = (b"event", b"id", b"retry")
 
@@ -71,9 +71,11 @@ class StreamDecoder:
         if not isinstance(chunk, dict):
             raise LLMError("bad_stream", _garbled("a chunk is not a JSON object"))
         if "error" in chunk:
-            error = chunk["error"]
-            detail = error.get("message") if isinstance(error, dict) else error
-            raise LLMError("server_error", f"The LLM service failed mid-reply: {detail}")
+            raise LLMError(
+                "server_error",
+                f"The LLM service failed mid-reply{server_said(payload)}. What arrived is kept; "
+                "try again or regenerate.",
+            )
         choices = chunk.get("choices")
         if not choices:  # e.g. the final usage-only chunk
             return ""
