@@ -313,3 +313,14 @@ def test_a_reply_that_never_ends_is_stopped_at_the_reply_timeout_keeping_what_ar
     assert error.code == "timeout" and "1 s" in error.message
     assert "".join(pieces) == nim.reply.split()[0]
     assert len(nim.requests) == 1
+
+
+@pytest.mark.parametrize("mode", ["401", "error-chunk"])
+def test_a_key_echoed_where_the_servers_message_is_cut_is_redacted_too(
+        nim, client, prompt, mode):
+    """The server's message is cut to 300 characters: the key's first part must go too."""
+    nim.mode, nim.error_detail = mode, "x" * 280 + f" your key {FAKE_KEY} is revoked"
+    nim.error_style = "openai"
+    _, error = collect(client, prompt)
+    assert error is not None and "[redacted]" in error.message
+    assert FAKE_KEY[:12] not in error.message

@@ -25,6 +25,7 @@ Modes (`.mode`, settable at any time):
   "html"            200 with a web page, not an event stream (a captive portal, a wrong URL)
   "empty"           a well-formed stream without any text: every chunk's `choices` is empty
   "error-chunk"     the first half of the words, then a `data: {"error": ...}` chunk
+                    (its message `.error_detail`, if set)
   "trickle"         the first word, then a keep-alive comment every `.drip_interval`
                     seconds, for ever: never silent, never done
 
@@ -235,7 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "cut":
             return  # no terminating chunk: the connection just drops
         if mode == "error-chunk":
-            self._data({"error": {"message": "Inference failed mid-stream", "code": 500}})
+            detail = self.fake.error_detail or "Inference failed mid-stream"
+            self._data({"error": {"message": detail, "code": 500}})
             return self._chunk(b"")
         if mode == "trickle":
             while self.fake._pause(self.fake.drip_interval):

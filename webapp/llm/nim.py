@@ -48,6 +48,7 @@ _POLL_SECONDS = 0.05
 _READ_SIZE = 8192
 _TAIL_BYTES = 65536  # read after the reply's end to keep its connection for the next one
 _SENDABLE_KEY = re.compile(r"[\x21-\x7e]+")  # what API keys are made of: visible ASCII
+_KEY_PART_SHOWN = 8  # a key's first characters that may stand in a message: "nvapi-" and 2
 
 
 class NIMClient:
@@ -307,10 +308,12 @@ class NIMClient:
         )
 
     def _redacted(self, error: LLMError) -> LLMError:
-        """The same error with the API key blanked out, should a server ever echo it."""
-        if self._secret and self._secret in error.message:
-            return LLMError(error.code, error.message.replace(self._secret, "[redacted]"))
-        return error
+        """The same error with the API key blanked out, should a server ever echo it (also
+        its first part, where the server's message was cut)."""
+        message = error.message
+        for end in range(len(self._secret), _KEY_PART_SHOWN, -1):
+            message = message.replace(self._secret[:end], "[redacted]")
+        return error if message == error.message else LLMError(error.code, message)
 
 
 class _Cancelled(Exception):
