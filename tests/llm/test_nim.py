@@ -150,12 +150,25 @@ def test_a_silent_server_times_out(nim, client, prompt):
     assert "0.3 s" in error.message
 
 
-def test_a_stream_that_stalls_midway_times_out_without_retry(nim, client, prompt):
-    nim.mode, nim.drip_interval = "drip", 1.0
+def test_a_server_that_sends_headers_then_nothing_did_not_start_answering(nim, client, prompt):
+    """NIM sends its headers at once and computes the first token after: a slow first
+    token reads as such, not as a reply that stopped midway with something kept."""
+    nim.mode = "stall"
     client.read_timeout = 0.3
     _, error = collect(client, prompt)
     assert error.code == "timeout"
+    assert "did not start answering within 0.3 s" in error.message
+    assert "kept" not in error.message and len(nim.requests) == 1
+
+
+def test_a_stream_that_stalls_midway_times_out_without_retry_keeping_what_arrived(
+        nim, client, prompt):
+    nim.mode, nim.drip_interval = "trickle", 1.0  # the first word, then 1 s of silence
+    client.read_timeout = 0.3
+    pieces, error = collect(client, prompt)
+    assert error.code == "timeout"
     assert "in the middle of the reply" in error.message
+    assert "".join(pieces) == nim.reply.split()[0]
     assert len(nim.requests) == 1
 
 

@@ -19,6 +19,8 @@ Modes (`.mode`, settable at any time):
   "429"             rate limited, no Retry-After
   "429-retry-after" rate limited with `Retry-After: {.retry_after}`
   "hang"            read the request, never answer (released at shutdown)
+  "stall"           answer 200 and the headers at once, then nothing (released at shutdown):
+                    a model slow to its first token behind a server that sends headers first
   "drip"            like ok, `.drip_interval` seconds between chunks
   "cut"             send the first half of the words, then drop the connection
   "garbage"         200 with `data:` lines that are not JSON
@@ -49,7 +51,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODES = ("ok", "401", "404", "429", "429-retry-after", "500", "502", "503", "hang", "drip",
-         "cut", "garbage", "html", "empty", "error-chunk", "trickle")
+         "cut", "garbage", "html", "empty", "error-chunk", "trickle", "stall")
 _STATUS_MODES = ("401", "404", "429", "500", "502", "503")
 
 _ERRORS = {
@@ -216,6 +218,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
+        if mode == "stall":
+            self.wfile.flush()
+            return self.fake._stopping.wait()
         if mode == "garbage":
             self._chunk(b"data: {this is not json\n\n")
             self._chunk(b"data: [DONE]\n\n")

@@ -187,7 +187,10 @@ class NIMClient:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             if exchange.stopped.is_set():
                 raise _Cancelled from None
-            if isinstance(error, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+            timed_out = isinstance(error, urllib3.exceptions.ReadTimeoutError | TimeoutError)
+            if timed_out and not decoder.has_text:  # headers came, the first token did not
+                raise self._waited_too_long() from None
+            if timed_out:
                 raise LLMError(
                     "timeout",
                     f"The LLM service stopped sending for {self.read_timeout:g} s in the middle "
