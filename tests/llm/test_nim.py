@@ -337,3 +337,24 @@ def test_a_key_echoed_where_the_servers_message_is_cut_is_redacted_too(
     _, error = collect(client, prompt)
     assert error is not None and "[redacted]" in error.message
     assert FAKE_KEY[:12] not in error.message
+
+
+def test_a_host_name_that_does_not_resolve_is_reported_as_such(prompt):
+    client = NIMClient(base_url="http://no-such-host.invalid/v1",
+                       retry=RetryPolicy(max_retries=1, base_backoff=0.01))
+    _, error = collect(client, prompt)
+    assert error.code == "unreachable"
+    assert "host name could not be resolved" in error.message
+    assert "no-such-host.invalid" in error.message
+
+
+def test_a_login_in_the_base_url_stays_out_of_error_messages(prompt, nim):
+    nim.close()
+    port = nim.base_url.split(":")[2].split("/")[0]
+    client = NIMClient(base_url=f"http://proxyuser:hunter2-secret@127.0.0.1:{port}/v1",
+                       retry=RetryPolicy(max_retries=0))
+    _, error = collect(client, prompt)
+    assert error.code == "unreachable" and f"127.0.0.1:{port}/v1" in error.message
+    assert "hunter2" not in error.message and "proxyuser" not in error.message
+    _, error = collect(NIMClient(base_url="ftp://me:hunter2@example.com/v1"), prompt)
+    assert "not a valid http(s) URL" in error.message and "hunter2" not in error.message

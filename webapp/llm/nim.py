@@ -75,6 +75,7 @@ class NIMClient:
         temperature: float = 0.5,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._shown_url = re.sub(r"(?<=//)[^/@]*@", "", self.base_url)  # without a login
         self.model = model
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -87,7 +88,7 @@ class NIMClient:
 
     def __repr__(self) -> str:
         key = "set" if self._secret else "none"
-        return f"NIMClient(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+        return f"NIMClient(base_url={self._shown_url!r}, model={self.model!r}, api_key={key})"
 
     def list_models(self) -> list[str]:
         """Model ids the server offers (GET {base_url}/models)."""
@@ -244,6 +245,8 @@ class NIMClient:
                 raise self._unreachable("its TLS certificate could not be verified") from None
             except urllib3.exceptions.ReadTimeoutError:
                 raise self._waited_too_long() from None
+            except urllib3.exceptions.NameResolutionError:
+                failure = self._unreachable("its host name could not be resolved")
             except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProxyError):
                 failure = self._unreachable("the connection was refused or dropped")
             except urllib3.exceptions.ConnectTimeoutError:
@@ -285,14 +288,14 @@ class NIMClient:
     def _invalid_url(self) -> LLMError:
         return LLMError(
             "unreachable",
-            f"NIM_BASE_URL {self.base_url!r} is not a valid http(s) URL "
+            f"NIM_BASE_URL {self._shown_url!r} is not a valid http(s) URL "
             "(expected e.g. https://integrate.api.nvidia.com/v1).",
         )
 
     def _unreachable(self, why: str) -> LLMError:
         return LLMError(
             "unreachable",
-            f"Cannot reach the LLM service at {self.base_url} ({why}). "
+            f"Cannot reach the LLM service at {self._shown_url} ({why}). "
             "Check NIM_BASE_URL and the network.",
         )
 
