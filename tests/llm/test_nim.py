@@ -358,3 +358,14 @@ def test_a_login_in_the_base_url_stays_out_of_error_messages(prompt, nim):
     assert "hunter2" not in error.message and "proxyuser" not in error.message
     _, error = collect(NIMClient(base_url="ftp://me:hunter2@example.com/v1"), prompt)
     assert "not a valid http(s) URL" in error.message and "hunter2" not in error.message
+
+
+def test_a_reply_stopped_before_it_started_sends_no_request(nim, client, prompt):
+    """A stop pressed while memories are recalled: no request spends the rate limit."""
+    cancel = threading.Event()
+    cancel.set()
+    assert list(client.stream(prompt, cancel=cancel)) == []
+    for thread in threading.enumerate():
+        if thread.name == "llm-stream":
+            thread.join(timeout=5)
+    assert nim.calls == []

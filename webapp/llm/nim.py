@@ -111,6 +111,8 @@ class NIMClient:
         server that sends keep-alives, or a word a minute, for ever would hold the caller's
         thread for good: a read timeout only bounds silence)."""
         cancel = cancel or threading.Event()
+        if cancel.is_set():  # stopped before it started: spend no request of the rate limit
+            return
         deadline = time.monotonic() + self.reply_timeout
         exchange = _Exchange()
         body = {
