@@ -86,3 +86,14 @@ def test_an_error_chunk_without_a_message_or_with_a_huge_one_still_reads_well(er
         decode(b'data: {"error": ' + error + b"}\n")
     assert raised.value.code == "server_error"
     assert "None" not in raised.value.message and len(raised.value.message) < 400
+
+
+def test_an_endless_line_is_a_bad_stream_before_it_fills_the_memory():
+    """A body without line breaks (a broken server, binary data) would otherwise be
+    buffered whole, and copied once per read, for as long as it flows."""
+    decoder = StreamDecoder()
+    with pytest.raises(LLMError) as raised:
+        for _ in range(10_000):  # 80 MB at most
+            list(decoder.feed(b"data: " + b"x" * 8186))
+    assert raised.value.code == "bad_stream"
+    assert "line" in raised.value.message

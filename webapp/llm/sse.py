@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from webapp.llm.errors import LLMError, server_said
 
 _IGNORED_FIELDS = (b"event", b"id", b"retry")
+MAX_LINE_BYTES = 2**20  # a chunk is a few hundred bytes; a longer line is not a chat stream
 
 
 class StreamDecoder:
@@ -37,6 +38,8 @@ class StreamDecoder:
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             yield from self._line(line.rstrip(b"\r"))
+        if len(self._buffer) > MAX_LINE_BYTES:  # else buffered whole, copied at every read
+            raise LLMError("bad_stream", _garbled(f"a line longer than {MAX_LINE_BYTES >> 20} MiB"))
 
     def finish(self) -> Iterator[str]:
         """The stream has ended: its last line counts even without a line break (so a web
