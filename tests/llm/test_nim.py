@@ -369,3 +369,41 @@ def test_a_reply_stopped_before_it_started_sends_no_request(nim, client, prompt)
         if thread.name == "llm-stream":
             thread.join(timeout=5)
     assert nim.calls == []
+
+
+class _EndlessErrorHandler(BaseHTTPRequestHandler):
+    """Answers 503 with a body that never ends (a broken proxy's error page)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(503)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        line = b"<p>Service Unavailable</p>\n" * 100
+        try:
+            while not self.server.stopping.is_set():
+                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+        except OSError:
+            pass
+
+
+@pytest.mark.timeout(20)
+def test_an_error_answer_whose_body_never_ends_is_reported_without_reading_it_all(prompt):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessErrorHandler)
+    server.daemon_threads, server.stopping = True, threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = NIMClient(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+                           retry=RetryPolicy(max_retries=0), reply_timeout=5)
+        _, error = collect(client, prompt)
+        assert error.code == "server_error" and "HTTP 503" in error.message
+    finally:
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()

@@ -48,6 +48,7 @@ _POLL_SECONDS = 0.05
 _READ_SIZE = 8192
 _TAIL_BYTES = 65536  # read after the reply's end to keep its connection for the next one
 _SENDABLE_KEY = re.compile(r"[\x21-\x7e]+")  # what API keys are made of: visible ASCII
+_ERROR_BODY_BYTES = 65536  # of an error answer, read for the server's explanation
 _KEY_PART_SHOWN = 8  # a key's first characters that may stand in a message: "nvapi-" and 2
 
 
@@ -258,8 +259,9 @@ class NIMClient:
             else:
                 if response.status < 400:
                     return response
-                with response:
-                    failure = error_for_status(response.status, response.data, model=self.model)
+                with response:  # its start only: a broken proxy's body may never end
+                    body_start = response.read(_ERROR_BODY_BYTES)
+                    failure = error_for_status(response.status, body_start, model=self.model)
                 if response.status not in _RETRYABLE_STATUS:
                     raise failure
                 retry_after = response.headers.get("Retry-After")
