@@ -371,8 +371,9 @@ def test_a_reply_stopped_before_it_started_sends_no_request(nim, client, prompt)
     assert nim.calls == []
 
 
-class _EndlessErrorHandler(BaseHTTPRequestHandler):
-    """Answers 503 with a body that never ends (a broken proxy's error page)."""
+class _BrokenErrorHandler(BaseHTTPRequestHandler):
+    """Answers 503 with a body that never ends, or that breaks off after its first bytes
+    (a broken proxy's error page)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -383,10 +384,16 @@ class _EndlessErrorHandler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(503)
         self.send_header("Content-Type", "text/html")
-        self.send_header("Transfer-Encoding", "chunked")
+        if self.server.endless:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", "1000")
         self.end_headers()
         line = b"<p>Service Unavailable</p>\n" * 100
+        self.close_connection = True
         try:
+            if not self.server.endless:
+                return self.wfile.write(line[:20])
             while not self.server.stopping.is_set():
                 self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
         except OSError:
@@ -394,9 +401,11 @@ class _EndlessErrorHandler(BaseHTTPRequestHandler):
 
 
 @pytest.mark.timeout(20)
-def test_an_error_answer_whose_body_never_ends_is_reported_without_reading_it_all(prompt):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessErrorHandler)
-    server.daemon_threads, server.stopping = True, threading.Event()
+@pytest.mark.parametrize("endless", [True, False])
+def test_an_error_answer_whose_body_never_ends_or_breaks_off_is_reported_by_its_status(
+        prompt, endless):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenErrorHandler)
+    server.daemon_threads, server.stopping, server.endless = True, threading.Event(), endless
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         client = NIMClient(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",

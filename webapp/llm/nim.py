@@ -259,9 +259,10 @@ class NIMClient:
             else:
                 if response.status < 400:
                     return response
-                with response:  # its start only: a broken proxy's body may never end
-                    body_start = response.read(_ERROR_BODY_BYTES)
-                    failure = error_for_status(response.status, body_start, model=self.model)
+                with response:
+                    failure = error_for_status(
+                        response.status, _error_body_start(response), model=self.model
+                    )
                 if response.status not in _RETRYABLE_STATUS:
                     raise failure
                 retry_after = response.headers.get("Retry-After")
@@ -380,6 +381,15 @@ def _connection_pool(base_url: str) -> urllib3.PoolManager:
         login = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
         return urllib3.ProxyManager(proxy, proxy_headers=login, maxsize=MAX_CONNECTIONS, **trust)
     return urllib3.PoolManager(maxsize=MAX_CONNECTIONS, **trust)
+
+
+def _error_body_start(response: urllib3.BaseHTTPResponse) -> bytes:
+    """The first 64 KiB of an error answer's body, for the server's explanation; none if it
+    breaks off (the status says enough). Not all: a broken proxy's page may never end."""
+    try:
+        return response.read(_ERROR_BODY_BYTES)
+    except (urllib3.exceptions.HTTPError, OSError):
+        return b""
 
 
 def _keep_connection(response: urllib3.BaseHTTPResponse) -> None:
