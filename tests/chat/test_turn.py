@@ -317,3 +317,17 @@ def test_a_reply_the_llm_spoils_is_marked_failed_with_what_arrived_and_the_next_
     nim.mode = "ok"
     again = run_turn(turns, user, {"conversation_id": ack["conversation_id"], "text": "Again?"})
     assert events.of(user, "done", again["message_id"])[-1][1]["text"] == nim.reply
+
+
+def test_a_failed_reply_is_logged_for_the_operator_with_its_cause_but_not_the_key(
+        world, user, caplog):
+    """A bad key or a wrong URL fails every turn: the server log must say so, not only
+    the users' screens."""
+    _, _, nim, turns, _ = world
+    nim.mode = "401"
+    caplog.set_level("DEBUG")
+    run_turn(turns, user, {"conversation_id": None, "text": "Hello?"})
+    failures = [r for r in caplog.records if r.name == "webapp.chat.turn"
+                and r.levelname == "WARNING" and "NVIDIA_API_KEY" in r.getMessage()]
+    assert failures and "auth" in failures[0].getMessage()
+    assert "nvapi-test" not in caplog.text

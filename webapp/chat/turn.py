@@ -379,6 +379,7 @@ class ChatTurn:
                     self._write("update_message", user_id, reply_id, text="".join(parts))
                     persisted_at = time.monotonic()
         except LLMError as exc:
+            log.warning("LLM reply failed: %s", exc)  # its message never holds the key
             return "".join(parts), exc.to_dict()
         finally:
             self.tokens.close(reply_id)
