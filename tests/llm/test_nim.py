@@ -75,6 +75,8 @@ def test_list_models_reads_the_models_endpoint(nim, client):
         ("404", "not_found", "meta/llama-3.1-8b-instruct"),
         ("429", "rate_limited", "40 requests per minute"),
         ("500", "server_error", "HTTP 500"),
+        ("502", "server_error", "HTTP 502"),
+        ("503", "server_error", "HTTP 503"),
         ("garbage", "bad_stream", "cannot read"),
         ("html", "bad_stream", "cannot read"),
         ("empty", "empty_reply", "empty reply"),
@@ -232,7 +234,8 @@ def test_cancel_interrupts_a_retry_wait(nim, client, prompt):
 def test_the_api_key_never_leaks(nim, client, prompt, caplog):
     caplog.set_level("DEBUG")
     errors = []
-    for mode in ("401", "404", "429", "500", "garbage", "cut", "hang"):
+    for mode in ("401", "404", "429", "500", "503", "garbage", "html", "empty", "error-chunk",
+                 "cut", "hang", "stall"):
         nim.mode = mode
         client.read_timeout = 0.3
         errors.append(collect(client, prompt)[1])
