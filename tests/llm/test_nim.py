@@ -419,3 +419,39 @@ def test_an_error_answer_whose_body_never_ends_or_breaks_off_is_reported_by_its_
         server.stopping.set()
         server.shutdown()
         server.server_close()
+
+
+class _RedirectHandler(BaseHTTPRequestHandler):
+    """What a server reached by http:// answers when it wants https:// (nginx style)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(301)
+        self.send_header("Location", "https://llm.example.org/v1/chat/completions")
+        self.send_header("Content-Length", str(len(self.server.page)))
+        self.end_headers()
+        self.wfile.write(self.server.page)
+
+
+@pytest.mark.parametrize("page", [b"", b"<html>\r\n<title>301 Moved Permanently</title>\r\n"])
+def test_a_redirect_says_where_to_and_is_not_read_as_a_reply(prompt, page):
+    """Not followed (the key would go along to wherever it points), not read as a broken
+    stream: the user learns the address to put in NIM_BASE_URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RedirectHandler)
+    server.daemon_threads, server.page = True, page
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = NIMClient(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+                           api_key=FAKE_KEY)
+        _, error = collect(client, prompt)
+        assert error.code == "unreachable" and "redirect" in error.message
+        assert "https://llm.example.org/v1/chat/completions" in error.message
+        assert "NIM_BASE_URL" in error.message
+    finally:
+        server.shutdown()
+        server.server_close()

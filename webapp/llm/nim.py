@@ -49,6 +49,7 @@ _READ_SIZE = 8192
 _TAIL_BYTES = 65536  # read after the reply's end to keep its connection for the next one
 _SENDABLE_KEY = re.compile(r"[\x21-\x7e]+")  # what API keys are made of: visible ASCII
 _ERROR_BODY_BYTES = 65536  # of an error answer, read for the server's explanation
+_LOGIN = re.compile(r"(?<=//)[^/@]*@")  # the user:password@ of a URL, never shown
 _KEY_PART_SHOWN = 8  # a key's first characters that may stand in a message: "nvapi-" and 2
 
 
@@ -76,7 +77,7 @@ class NIMClient:
         temperature: float = 0.5,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._shown_url = re.sub(r"(?<=//)[^/@]*@", "", self.base_url)  # without a login
+        self._shown_url = _LOGIN.sub("", self.base_url)
         self.model = model
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -257,9 +258,11 @@ class NIMClient:
             except (urllib3.exceptions.HTTPError, OSError):
                 failure = self._unreachable("the connection was refused or dropped")
             else:
-                if response.status < 400:
+                if response.status < 300:
                     return response
                 with response:
+                    if response.status < 400:  # not followed: the key would go along
+                        raise self._redirected(response)
                     failure = error_for_status(
                         response.status, _error_body_start(response), model=self.model
                     )
@@ -302,6 +305,15 @@ class NIMClient:
             "unreachable",
             f"Cannot reach the LLM service at {self._shown_url} ({why}). "
             "Check NIM_BASE_URL and the network.",
+        )
+
+    def _redirected(self, response: urllib3.BaseHTTPResponse) -> LLMError:
+        location = _LOGIN.sub("", response.headers.get("Location") or "")[:200]
+        return LLMError(
+            "unreachable",
+            f"The LLM service at {self._shown_url} answered with a redirect (HTTP "
+            f"{response.status}){f' to {location}' if location else ''}. Set NIM_BASE_URL to "
+            "where it points, up to /v1 (https:// rather than http://?).",
         )
 
     def _waited_too_long(self) -> LLMError:
