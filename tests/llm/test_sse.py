@@ -97,3 +97,19 @@ def test_an_endless_line_is_a_bad_stream_before_it_fills_the_memory():
             list(decoder.feed(b"data: " + b"x" * 8186))
     assert raised.value.code == "bad_stream"
     assert "line" in raised.value.message
+
+
+@pytest.mark.parametrize("line, shown", [
+    (b"<html><head><title>Sign in</title></head><body>Sign in to go on</body></html>",
+     "'<html><head><title>Sign in</title></head><body>Sign in to go on</body></html>'"),
+    ("Straße\x00\x1b[31mrot\tund blau".encode(), "'Straße [31mrot und blau'"),
+    (b"\xff\xfe<" + b"x" * 200, "'\ufffd\ufffd<" + "x" * 77 + "…'"),
+])
+def test_an_unexpected_line_is_quoted_as_readable_text(line, shown):
+    """The user reads the start of what came instead of an event stream: decoded, on one
+    line, without control characters and cut short, not Python's b'...' of the bytes."""
+    decoder = StreamDecoder()
+    with pytest.raises(LLMError) as raised:
+        list(decoder.feed(line + b"\n"))
+    assert f"unexpected line {shown}" in raised.value.message
+    assert "b'" not in raised.value.message and "\\x" not in raised.value.message

@@ -16,6 +16,7 @@ from webapp.llm.errors import LLMError, server_said
 
 _IGNORED_FIELDS = (b"event", b"id", b"retry")
 MAX_LINE_BYTES = 2**20  # a chunk is a few hundred bytes; a longer line is not a chat stream
+QUOTED_CHARS = 80  # of a line that is not an event, what a user is shown
 
 
 class StreamDecoder:
@@ -57,7 +58,7 @@ class StreamDecoder:
         if name in _IGNORED_FIELDS:
             return
         if name != b"data":
-            raise LLMError("bad_stream", _garbled(f"unexpected line {line[:80]!r}"))
+            raise LLMError("bad_stream", _garbled(f"unexpected line {_quoted(line)}"))
         payload = value.strip()
         if payload == b"[DONE]":
             self.done = True
@@ -103,6 +104,14 @@ def _complete(line: bytes) -> bool:
     except ValueError:
         return payload == b"[DONE]"
     return True
+
+
+def _quoted(line: bytes) -> str:
+    """The start of a line as a person can read it: decoded, on one line, control
+    characters as spaces, cut to QUOTED_CHARS (not Python's b'...\\x1b...' of the bytes)."""
+    text = line[: QUOTED_CHARS * 4].decode("utf-8", errors="replace")
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return f"'{text[:QUOTED_CHARS]}…'" if len(text) > QUOTED_CHARS else f"'{text}'"
 
 
 def _garbled(what: str) -> str:
