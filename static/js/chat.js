@@ -8,6 +8,12 @@ const ACK_TIMEOUT_MS = 20000;
 const RESYNC_DELAY_MS = 1500;
 const BUSY_NOTICE = "A reply is being written: stop it (Esc) or let it finish, then change "
   + "conversations.";
+// Why a complete reply ended early (the `finish` of its done event and meta): said under it.
+const FINISH_NOTES = {
+  length: "Cut short: the reply reached the model's length limit. Ask it to continue, or "
+    + "regenerate.",
+  content_filter: "Cut short by the model's content filter.",
+};
 
 /** If the focused control has just gone (hidden or removed), move the focus to `target`, so
  * that a keyboard user is not thrown back to the top of the page. */
@@ -35,6 +41,7 @@ class Reply {
     if (Array.isArray(message.meta?.recalled)) this.showRecall(message.meta);
     if (message.status === "streaming") this.setBusy("Still writing…");
     if (message.status === "stopped") this.note("Stopped.");
+    if (message.status === "complete") this.note(FINISH_NOTES[message.meta?.finish] ?? "");
     if (message.status === "error") {
       this.fail(message.meta?.error ?? { message: "This reply failed." });
     }
@@ -87,10 +94,11 @@ class Reply {
     this.scheduleRender();
   }
 
-  finish(text, stopped) {
+  /** `finish`: why a complete reply ended, when it was cut short ("length"). */
+  finish(text, stopped, finish) {
     if (typeof text === "string") this.text = text;
     this.render();
-    this.note(stopped ? "Stopped." : "");
+    this.note(stopped ? "Stopped." : FINISH_NOTES[finish] ?? "");
     this.el.classList.remove("error");
   }
 
@@ -156,7 +164,7 @@ export class Chat {
       this.setActivity(r, "streaming");
     }));
     socket.on("done", (p) => this.dispatch(p, (r) => {
-      r.finish(p.text, p.status === "stopped" || r.stopping);
+      r.finish(p.text, p.status === "stopped" || r.stopping, p.finish);
       this.settle(r);
       this.loadConversations();
     }));

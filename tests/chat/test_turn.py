@@ -331,3 +331,24 @@ def test_a_failed_reply_is_logged_for_the_operator_with_its_cause_but_not_the_ke
                 and r.levelname == "WARNING" and "NVIDIA_API_KEY" in r.getMessage()]
     assert failures and "auth" in failures[0].getMessage()
     assert "nvapi-test" not in caplog.text
+
+
+def test_a_reply_cut_by_the_token_limit_is_kept_complete_and_marked_as_cut(world, user):
+    """finish_reason "length": a real reply (shown, stored, remembered), but the user must
+    see that it was cut, also after a reload."""
+    store, pool, nim, turns, events = world
+    nim.mode, nim.reply = "length", "One two three four five six"
+    ack = run_turn(turns, user, {"conversation_id": None, "text": "Count for me."})
+    assert events.of(user, "done", ack["message_id"])[-1][1] == {
+        "message_id": ack["message_id"], "text": "One two three", "status": "complete",
+        "finish": "length"}
+    reply = store.get_message(user, ack["message_id"])
+    assert (reply["status"], reply["text"], reply["meta"]["finish"]) == (
+        "complete", "One two three", "length")
+    assert reply["meta"]["episode_id"]  # remembered like any reply
+
+    nim.mode = "ok"
+    again, work = turns.regenerate(user, {"message_id": ack["message_id"]})
+    work()
+    assert "finish" not in events.of(user, "done", ack["message_id"])[-1][1]
+    assert "finish" not in store.get_message(user, ack["message_id"])["meta"]

@@ -455,3 +455,23 @@ def test_a_redirect_says_where_to_and_is_not_read_as_a_reply(prompt, page):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def finish_of(reply) -> tuple[str, str | None]:
+    """The text of a reply iterator and what it returned at its end (its finish reason)."""
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(reply))
+        except StopIteration as end:
+            return "".join(pieces), end.value
+
+
+@pytest.mark.parametrize("mode, finish", [("ok", "stop"), ("length", "length")])
+def test_the_reply_ends_by_returning_its_finish_reason(nim, client, prompt, mode, finish):
+    """A reply the token limit cut is complete but not whole: the caller learns why it
+    ended (the iterator's return value), to tell the user."""
+    nim.mode, nim.reply = mode, "One two three four five six"
+    text, reason = finish_of(client.stream(prompt))
+    assert text == ("One two three" if mode == "length" else nim.reply)
+    assert reason == finish

@@ -30,6 +30,8 @@ Modes (`.mode`, settable at any time):
                     (its message `.error_detail`, if set)
   "trickle"         the first word, then a keep-alive comment every `.drip_interval`
                     seconds, for ever: never silent, never done
+  "length"          the first half of the words, then finish_reason "length" and [DONE]:
+                    a reply cut by the model's token limit (max_tokens)
 
 Records: `.requests` (JSON bodies of chat requests), `.calls` (every request:
 {"method", "path", "headers", "time"} with time.monotonic()), `.served` (every streamed
@@ -51,7 +53,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODES = ("ok", "401", "404", "429", "429-retry-after", "500", "502", "503", "hang", "drip",
-         "cut", "garbage", "html", "empty", "error-chunk", "trickle", "stall")
+         "cut", "garbage", "html", "empty", "error-chunk", "trickle", "stall", "length")
 _STATUS_MODES = ("401", "404", "429", "500", "502", "503")
 
 _ERRORS = {
@@ -226,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"data: [DONE]\n\n")
             return self._chunk(b"")
         words = re.findall(r"\s*\S+", self.fake.reply)
-        if mode in ("cut", "error-chunk"):
+        if mode in ("cut", "error-chunk", "length"):
             words = words[: max(1, len(words) // 2)]
         elif mode == "trickle":
             words = words[:1]
@@ -250,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "empty":
             self._data({"id": "chatcmpl-fake", "choices": []})
-        self._event(model, {}, finish_reason="stop")
+        self._event(model, {}, finish_reason="length" if mode == "length" else "stop")
         usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 0}
         self._data({"id": "chatcmpl-fake", "choices": [], "usage": usage})
         self._chunk(b"data: [DONE]\n\n")

@@ -40,6 +40,9 @@ PERSIST_EVERY_SECONDS = 1.0  # how often a streaming reply is written to the sto
 FINISHING_WAIT_SECONDS = 10.0  # a regenerate waits this long for the turn before to end
 INTERRUPTED = {"code": "interrupted",
                "message": "The server stopped while writing this reply; regenerate it."}
+# Why a complete reply ended early, kept in its meta and its `done` event as "finish" (the
+# UI marks it): "length" is the token limit (max_tokens), the reply is cut mid-way.
+MARKED_FINISHES = ("length", "content_filter")
 STORAGE_UNAVAILABLE = {"code": "storage_unavailable",
                        "message": "The server cannot save anything right now (its disk is full "
                                   "or read-only); please try again later."}
@@ -330,16 +333,19 @@ class ChatTurn:
         self.emit(user_id, "memory", memory_event)
 
         prompt = build_prompt(asked["text"], recalled, history)
-        text, error = self._stream(user_id, reply_id, prompt, cancel)
+        text, finish, error = self._stream(user_id, reply_id, prompt, cancel)
         status = "error" if error else "stopped" if cancel.is_set() else "complete"
+        done = {"message_id": reply_id, "text": text, "status": status}
         if error:
             meta["error"] = error
+        elif status == "complete" and finish in MARKED_FINISHES:
+            meta["finish"] = done["finish"] = finish
         self._write("update_message", user_id, reply_id, text=text, status=status, meta=meta)
         self._finish(reply_id)
         if error:
             self.emit(user_id, "error", {"message_id": reply_id, **error})
         else:
-            self.emit(user_id, "done", {"message_id": reply_id, "text": text, "status": status})
+            self.emit(user_id, "done", done)
 
         if forget_episode is not None:
             self._quietly(self.engine.call, user_id, "delete", timeout=self.engine_timeout,
@@ -362,13 +368,20 @@ class ChatTurn:
             return [], [], exc.to_dict()
         return found["recalled"], found["query_tokens"], None
 
-    def _stream(self, user_id, reply_id, prompt, cancel) -> tuple[str, dict | None]:
+    def _stream(self, user_id, reply_id, prompt, cancel
+                ) -> tuple[str, str | None, dict | None]:
         """Stream the reply to the user (pieces that come close together in one `token`
-        event), persisting it as it grows; (text, error or None)."""
+        event), persisting it as it grows; (text, finish reason, error or None)."""
         parts: list[str] = []
+        finish = None
         persisted_at = time.monotonic()
+
+        def pieces():  # the LLM's pieces; what its stream returns at the end is the reason
+            nonlocal finish
+            finish = yield from self.llm.stream(prompt, cancel=cancel)
+
         try:
-            for delta in self.llm.stream(prompt, cancel=cancel):
+            for delta in pieces():
                 if cancel.is_set():
                     break
                 if not delta:
@@ -380,10 +393,10 @@ class ChatTurn:
                     persisted_at = time.monotonic()
         except LLMError as exc:
             log.warning("LLM reply failed: %s", exc)  # its message never holds the key
-            return "".join(parts), exc.to_dict()
+            return "".join(parts), None, exc.to_dict()
         finally:
             self.tokens.close(reply_id)
-        return "".join(parts), None
+        return "".join(parts), finish, None
 
     def _remember(self, user_id: int, message: dict, text: str, reply_id: str,
                   recheck: bool = False) -> None:

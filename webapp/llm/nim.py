@@ -26,7 +26,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from urllib.parse import urlsplit
 
 import certifi
@@ -106,8 +106,12 @@ class NIMClient:
                     "bad_stream", "The LLM service sent an unreadable model list."
                 ) from None
 
-    def stream(self, prompt: Prompt, cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(
+        self, prompt: Prompt, cancel: threading.Event | None = None
+    ) -> Generator[str, None, str | None]:
         """Yield the reply in pieces; raise LLMError on failure; stop quietly on cancel.
+        At its end, return the server's finish reason ("stop"; "length" where the reply
+        hit `max_tokens`, cut short), None if stopped or not given.
 
         A reply still going after `reply_timeout` seconds is ended with a "timeout" (a
         server that sends keep-alives, or a word a minute, for ever would hold the caller's
@@ -143,23 +147,23 @@ class NIMClient:
                 elif kind == "error":
                     raise value
                 else:
-                    return
+                    return value
         finally:
             exchange.stop()
 
     # -- helper thread -------------------------------------------------------------
 
     def _pump(self, body: dict, exchange: _Exchange) -> None:
-        """Run the request; put ("pieces", [str, ...])..., then ("end", None) or ("error",
-        LLMError)."""
+        """Run the request; put ("pieces", [str, ...])..., then ("end", finish reason) or
+        ("error", LLMError)."""
         try:
             response = self._request("POST", "/chat/completions", body, exchange.stopped)
             if not exchange.attach(response):
                 return
             with response:
-                self._read_stream(response, exchange)
+                finish_reason = self._read_stream(response, exchange)
                 exchange.detach()
-                exchange.events.put(("end", None))
+                exchange.events.put(("end", finish_reason))
                 _keep_connection(response)
         except _Cancelled:
             pass
@@ -170,7 +174,10 @@ class NIMClient:
             error = LLMError("bad_stream", "The LLM relay failed unexpectedly; see the server log.")
             exchange.events.put(("error", error))
 
-    def _read_stream(self, response: urllib3.BaseHTTPResponse, exchange: _Exchange) -> None:
+    def _read_stream(
+        self, response: urllib3.BaseHTTPResponse, exchange: _Exchange
+    ) -> str | None:
+        """Hand the reply's pieces over as they arrive; return its finish reason."""
         decoder = StreamDecoder()
         try:
             while not decoder.done:
@@ -208,11 +215,12 @@ class NIMClient:
             ) from None
         if not decoder.has_text:  # a finished reply without text (e.g. a content filter)
             why = decoder.finish_reason
-            why = f" (finish reason: {why[:40]})" if why and why != "stop" else ""
+            why = f" (finish reason: {why})" if why and why != "stop" else ""
             raise LLMError(
                 "empty_reply",
                 f"The model sent an empty reply{why}. Try again, or rephrase the message.",
             )
+        return decoder.finish_reason
 
     def _request(
         self, method: str, path: str, body: dict | None, stop: threading.Event

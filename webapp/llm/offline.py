@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from webapp.llm.prompt import Prompt, format_date
 
@@ -33,12 +33,16 @@ class OfflineResponder:
     def list_models(self) -> list[str]:
         return ["offline"]
 
-    def stream(self, prompt: Prompt, cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(
+        self, prompt: Prompt, cancel: threading.Event | None = None
+    ) -> Generator[str, None, str | None]:
+        """Like NIMClient.stream: the reply's pieces, then "stop" (None if cancelled)."""
         cancel = cancel or threading.Event()
         for index, piece in enumerate(re.findall(r"\s*\S+", compose_reply(prompt))):
             if cancel.is_set() or (index and self.delay and cancel.wait(self.delay)):
-                return
+                return None
             yield piece
+        return "stop"
 
 
 def compose_reply(prompt: Prompt) -> str:

@@ -17,6 +17,7 @@ from webapp.llm.errors import LLMError, server_said
 _IGNORED_FIELDS = (b"event", b"id", b"retry")
 MAX_LINE_BYTES = 2**20  # a chunk is a few hundred bytes; a longer line is not a chat stream
 QUOTED_CHARS = 80  # of a line that is not an event, what a user is shown
+FINISH_REASON_CHARS = 40  # "stop", "length", "content_filter": a longer one is cut
 
 
 class StreamDecoder:
@@ -92,7 +93,7 @@ class StreamDecoder:
             raise LLMError("bad_stream", _garbled("delta.content is not text"))
         if choice.get("finish_reason"):
             self.done = True
-            self.finish_reason = str(choice["finish_reason"])
+            self.finish_reason = str(choice["finish_reason"])[:FINISH_REASON_CHARS]
         self.has_text = self.has_text or bool(content.strip())
         return content
 
