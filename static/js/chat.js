@@ -14,6 +14,10 @@ const FINISH_NOTES = {
     + "regenerate.",
   content_filter: "Cut short by the model's content filter.",
 };
+/** What a reply says while the server waits `s` seconds before asking the LLM (again): `code`
+ * is what it waits out (a `waiting` event's). */
+const waitLabel = (code, s) => (code === "rate_limited"
+  ? `Waiting for the LLM's rate limit (${s} s)…` : `The LLM failed; trying again in ${s} s…`);
 
 /** If the focused control has just gone (hidden or removed), move the focus to `target`, so
  * that a keyboard user is not thrown back to the top of the page. */
@@ -65,18 +69,33 @@ class Reply {
     requestAnimationFrame(() => this.render());
   }
 
-  /** Show the typing indicator; aria-busy lets screen readers read the reply once, whole. */
-  setBusy(label) {
+  /** Show the typing indicator; aria-busy lets screen readers read the reply once, whole.
+   * `shown`: the label is also written beside the dots (a wait the user should know of). */
+  setBusy(label, shown = false) {
+    clearTimeout(this.countdown);
     if (this.el.classList.contains("busy") && this.status.title === label) return;
     this.el.classList.add("busy");
     this.el.setAttribute("aria-busy", "true");
     this.status.replaceChildren(
       h("span", { class: "typing", "aria-hidden": "true" }, h("i"), h("i"), h("i")),
-      h("span", { class: "visually-hidden" }, label));
+      h("span", { class: shown ? "note" : "visually-hidden" }, label));
     this.status.title = label;
   }
 
+  /** The server waits `seconds` before asking the LLM (again): say so, counting down. */
+  waitFor(seconds, code) {
+    const until = Date.now() + seconds * 1000;
+    const tick = () => {
+      const left = Math.ceil((until - Date.now()) / 1000);
+      if (left <= 0) return this.setBusy("Thinking…");
+      this.setBusy(waitLabel(code, left), true);
+      this.countdown = setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
   note(text, ...extra) {
+    clearTimeout(this.countdown);
     this.el.classList.remove("busy");
     this.el.removeAttribute("aria-busy");
     this.status.title = "";
@@ -157,6 +176,9 @@ export class Chat {
       r.showRecall(p);
       if (!r.text) r.setBusy("Thinking…");
       this.setActivity(r, "thinking");
+    }));
+    socket.on("waiting", (p) => this.dispatch(p, (r) => {
+      r.waitFor(Number(p.seconds) || 0, p.code);
     }));
     socket.on("token", (p) => this.dispatch(p, (r) => {
       r.append(p.delta ?? "");

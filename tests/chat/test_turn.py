@@ -352,3 +352,33 @@ def test_a_reply_cut_by_the_token_limit_is_kept_complete_and_marked_as_cut(world
     work()
     assert "finish" not in events.of(user, "done", ack["message_id"])[-1][1]
     assert "finish" not in store.get_message(user, ack["message_id"])["meta"]
+
+
+def test_a_rate_limit_is_waited_out_in_view_and_a_long_one_fails_at_once(
+        world, user, monkeypatch):
+    """A retry's wait is told to the user (the `waiting` event, before the reply's first
+    piece); while the server refuses requests for long, a turn fails at once, saying when
+    to try again, and sends nothing."""
+    store, pool, nim, _, events = world
+    llm = NIMClient(base_url=nim.base_url, api_key="nvapi-test",  # its own rate gate
+                    retry=RetryPolicy(max_retries=1, max_retry_after=5))
+    turns = ChatTurn(store, pool, llm, events)
+    monkeypatch.setattr(nim, "retry_after", "1")
+    monkeypatch.setattr(nim, "fail_times", len(nim.calls) + 1)
+    nim.mode = "429-retry-after"
+    ack = run_turn(turns, user, {"conversation_id": None, "text": "Are you busy?"})
+    names = [e for e, p in events.of(user, message_id=ack["message_id"])
+             if isinstance(p, dict) and p.get("message_id") == ack["message_id"]]
+    assert names[:3] == ["memory", "waiting", "token"] and names[-1] == "done"
+    assert events.of(user, "waiting", ack["message_id"])[-1][1] == {
+        "message_id": ack["message_id"], "code": "rate_limited", "seconds": 1.0}
+
+    monkeypatch.setattr(nim, "retry_after", "600")
+    monkeypatch.setattr(nim, "fail_times", None)
+    asked = len(nim.calls)
+    for text in ("Now?", "And now?"):
+        ack = run_turn(turns, user, {"conversation_id": ack["conversation_id"], "text": text})
+        error = events.of(user, "error", ack["message_id"])[-1][1]
+        assert error["code"] == "rate_limited" and "Try again in 10 min" in error["message"]
+        assert not events.of(user, "waiting", ack["message_id"])
+    assert len(nim.calls) == asked + 1  # the second turn sent nothing

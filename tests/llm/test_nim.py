@@ -475,3 +475,47 @@ def test_the_reply_ends_by_returning_its_finish_reason(nim, client, prompt, mode
     text, reason = finish_of(client.stream(prompt))
     assert text == ("One two three" if mode == "length" else nim.reply)
     assert reason == finish
+
+
+def test_a_retry_after_longer_than_worth_waiting_fails_at_once_saying_when(nim, client, prompt):
+    """Retried after the longest wait instead, it would be refused again: the user learns
+    at once when to try again, and the key's rate limit is not spent on refusals."""
+    nim.mode, nim.retry_after = "429-retry-after", "150"  # client waits 2 s at most
+    _, error = collect(client, prompt)
+    assert error.code == "rate_limited" and "Try again in 3 min" in error.message
+    assert len(nim.requests) == 1
+
+
+def test_while_the_server_refuses_requests_no_chat_sends_one(nim, client, prompt):
+    """The Retry-After one chat was told holds for the others: a long one fails them at
+    once (saying when), without a request."""
+    nim.mode, nim.retry_after = "429-retry-after", "60"
+    collect(client, prompt)
+    nim.mode = "ok"
+    _, error = collect(client, prompt)
+    assert error.code == "rate_limited" and "Try again in 60 s" in error.message
+    assert len(nim.requests) == 1
+
+
+def test_a_short_rate_limit_is_waited_out_and_each_wait_is_told_first(nim, client, prompt):
+    nim.mode, nim.retry_after, nim.fail_times = "429-retry-after", "1", 1
+    told = []
+
+    def on_wait(seconds, code):
+        told.append((round(seconds, 1), code, time.monotonic()))
+
+    assert next(client.stream(prompt, on_wait=on_wait))
+    first, second = nim.calls
+    assert second["time"] - first["time"] >= 0.95
+    [(seconds, code, when)] = told
+    assert (seconds, code) == (1.0, "rate_limited") and when < second["time"] - 0.5  # at once
+
+    retrying = client.retry
+    client.retry = RetryPolicy(max_retries=0, max_retry_after=2)
+    nim.fail_times = len(nim.calls) + 1
+    assert collect(client, prompt)[1].code == "rate_limited"  # one chat is refused...
+    client.retry = retrying
+    told.clear()
+    pieces = list(client.stream(prompt, on_wait=on_wait))  # ...the next waits, and says so
+    assert "".join(pieces) == nim.reply
+    assert [code for _, code, _ in told] == ["rate_limited"] and len(nim.calls) == 4

@@ -3,7 +3,7 @@
 import random
 from datetime import UTC, datetime
 
-from webapp.llm.retry import RetryPolicy, parse_retry_after
+from webapp.llm.retry import RateGate, RetryPolicy, parse_retry_after
 
 
 def test_retry_after_in_seconds():
@@ -33,7 +33,15 @@ def test_backoff_grows_exponentially_with_jitter_under_a_cap():
     assert len(set(waits[1])) == 200  # jittered: no two clients retry in lockstep
 
 
-def test_retry_after_overrides_backoff_but_is_capped():
-    policy = RetryPolicy(base_backoff=0.01, max_retry_after=20.0)
-    assert policy.delay(0, "5") == 5.0
-    assert policy.delay(0, "3600") == 20.0
+def test_a_retry_after_that_is_not_a_finite_number_is_ignored():
+    """"inf" would close the rate gate for good."""
+    assert parse_retry_after("inf") is None
+    assert parse_retry_after("nan") is None
+
+
+def test_the_rate_gate_holds_until_the_latest_end_it_was_told():
+    gate = RateGate()
+    assert gate.seconds_left() == 0.0
+    gate.close_for(30)
+    gate.close_for(5)  # an earlier end does not reopen it
+    assert 29 < gate.seconds_left() <= 30

@@ -39,3 +39,22 @@ def test_a_reply_cut_by_the_token_limit_says_so_also_after_a_reload(
     reply.get_by_role("button", name="Regenerate").click()
     expect(reply.locator(".markdown")).to_have_text(nim.reply)
     expect(reply.locator(".status .note")).to_have_count(0)
+
+
+def test_a_rate_limit_being_waited_out_is_shown_in_the_reply(page: Page, live_server) -> None:
+    """The server refuses (429, Retry-After: 3): the reply says it waits for the rate limit,
+    counting down, instead of dots alone for seconds; then the reply comes."""
+    nim = live_server.nim
+    ui.register(page, live_server.url, "patient")
+    nim.mode, nim.retry_after, nim.reply = "429-retry-after", "3", "Sorry for the wait."
+    nim.fail_times = len(nim.calls) + 1
+    page.get_by_label("Message", exact=True).fill("Hello?")
+    page.get_by_label("Message", exact=True).press("Enter")
+    reply = page.locator(".message.assistant").last
+    waiting = reply.locator(".status .note")
+    expect(waiting).to_have_text("Waiting for the LLM's rate limit (3 s)…")
+    expect(waiting).to_be_visible()
+    expect(waiting).to_have_text("Waiting for the LLM's rate limit (2 s)…")  # counting down
+    expect(reply.locator(".markdown")).to_have_text("Sorry for the wait.")
+    expect(reply.locator(".status")).to_be_empty()
+    expect(reply).not_to_contain_class("busy")

@@ -43,9 +43,9 @@ class TimedResponder:
         self.seconds = 0.0
         self.first_call: float | None = None
 
-    def stream(self, prompt, cancel=None) -> Iterator[str]:
+    def stream(self, prompt, cancel=None, on_wait=None) -> Iterator[str]:
         self.first_call = self.first_call or time.perf_counter()
-        pieces = self.responder.stream(prompt, cancel)
+        pieces = self.responder.stream(prompt, cancel, on_wait)
         while True:
             began = time.perf_counter()
             piece = next(pieces, None)

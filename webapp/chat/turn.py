@@ -371,14 +371,19 @@ class ChatTurn:
     def _stream(self, user_id, reply_id, prompt, cancel
                 ) -> tuple[str, str | None, dict | None]:
         """Stream the reply to the user (pieces that come close together in one `token`
-        event), persisting it as it grows; (text, finish reason, error or None)."""
+        event, and a `waiting` event before each wait for a retry or a rate limit),
+        persisting it as it grows; (text, finish reason, error or None)."""
         parts: list[str] = []
         finish = None
         persisted_at = time.monotonic()
 
+        def waiting(seconds: float, code: str) -> None:  # a retry waits: say so, and how long
+            self.emit(user_id, "waiting", {"message_id": reply_id, "code": code,
+                                           "seconds": round(seconds, 1)})
+
         def pieces():  # the LLM's pieces; what its stream returns at the end is the reason
             nonlocal finish
-            finish = yield from self.llm.stream(prompt, cancel=cancel)
+            finish = yield from self.llm.stream(prompt, cancel=cancel, on_wait=waiting)
 
         try:
             for delta in pieces():

@@ -7,6 +7,7 @@ happened and what to do about it, and never contains the API key.
 from __future__ import annotations
 
 import json
+import math
 
 CODES = (
     "auth",
@@ -66,8 +67,30 @@ def server_said(body: bytes) -> str:
     return f" (server said: {detail[:300]})" if detail else ""
 
 
-def error_for_status(status: int, body: bytes, *, model: str) -> LLMError:
-    """Map an HTTP error answer to an LLMError with a message a user can act on."""
+def rate_limited(retry_in: float | None, said: str = "") -> LLMError:
+    """The service refuses requests, for `retry_in` seconds if it said (Retry-After)."""
+    when = f"Try again in {_duration(retry_in)}" if retry_in else "Wait a moment and try again"
+    return LLMError(
+        "rate_limited",
+        "The LLM service is rate limiting requests (NVIDIA NIM's free tier allows about "
+        f"40 requests per minute). {when}{said}.",
+    )
+
+
+def _duration(seconds: float) -> str:
+    """'45 s', '3 min', '2 h': rounded up, never sooner than the server said."""
+    if seconds <= 90:
+        return f"{math.ceil(seconds)} s"
+    if seconds <= 90 * 60:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{math.ceil(seconds / 3600)} h"
+
+
+def error_for_status(
+    status: int, body: bytes, *, model: str, retry_in: float | None = None
+) -> LLMError:
+    """Map an HTTP error answer to an LLMError with a message a user can act on
+    (`retry_in`: a 429's Retry-After, in seconds)."""
     said = server_said(body)
     if status in (401, 403):
         return LLMError(
@@ -82,11 +105,7 @@ def error_for_status(status: int, body: bytes, *, model: str) -> LLMError:
             f"Check NIM_MODEL and NIM_BASE_URL{said}.",
         )
     if status == 429:
-        return LLMError(
-            "rate_limited",
-            "The LLM service is rate limiting requests (NVIDIA NIM's free tier allows about "
-            f"40 requests per minute). Wait a moment and try again{said}.",
-        )
+        return rate_limited(retry_in, said)
     if status >= 500:
         return LLMError(
             "server_error",

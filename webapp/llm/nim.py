@@ -26,16 +26,16 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from urllib.parse import urlsplit
 
 import certifi
 import requests
 import urllib3
 
-from webapp.llm.errors import LLMError, error_for_status
+from webapp.llm.errors import LLMError, error_for_status, rate_limited
 from webapp.llm.prompt import Prompt
-from webapp.llm.retry import RetryPolicy
+from webapp.llm.retry import RateGate, RetryPolicy, parse_retry_after
 from webapp.llm.sse import StreamDecoder
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ _SENDABLE_KEY = re.compile(r"[\x21-\x7e]+")  # what API keys are made of: visibl
 _ERROR_BODY_BYTES = 65536  # of an error answer, read for the server's explanation
 _LOGIN = re.compile(r"(?<=//)[^/@]*@")  # the user:password@ of a URL, never shown
 _KEY_PART_SHOWN = 8  # a key's first characters that may stand in a message: "nvapi-" and 2
+
+OnWait = Callable[[float, str], None]  # (seconds, the LLMError code of the failure waited out)
 
 
 class NIMClient:
@@ -87,6 +89,7 @@ class NIMClient:
         self.temperature = temperature
         self._secret = api_key or ""
         self._http = _connection_pool(self.base_url)
+        self.rate_gate = RateGate()  # the server's Retry-After, for all chats of this client
 
     def __repr__(self) -> str:
         key = "set" if self._secret else "none"
@@ -107,11 +110,17 @@ class NIMClient:
                 ) from None
 
     def stream(
-        self, prompt: Prompt, cancel: threading.Event | None = None
+        self,
+        prompt: Prompt,
+        cancel: threading.Event | None = None,
+        on_wait: OnWait | None = None,
     ) -> Generator[str, None, str | None]:
         """Yield the reply in pieces; raise LLMError on failure; stop quietly on cancel.
         At its end, return the server's finish reason ("stop"; "length" where the reply
         hit `max_tokens`, cut short), None if stopped or not given.
+
+        Before each wait for a retry (or for the rate limit another chat ran into), call
+        `on_wait(seconds, code)` from the caller's thread, so the user can be told.
 
         A reply still going after `reply_timeout` seconds is ended with a "timeout" (a
         server that sends keep-alives, or a word a minute, for ever would hold the caller's
@@ -144,6 +153,9 @@ class NIMClient:
                         if cancel.is_set():
                             return
                         yield piece
+                elif kind == "waiting":
+                    if on_wait is not None:
+                        on_wait(*value)
                 elif kind == "error":
                     raise value
                 else:
@@ -154,10 +166,16 @@ class NIMClient:
     # -- helper thread -------------------------------------------------------------
 
     def _pump(self, body: dict, exchange: _Exchange) -> None:
-        """Run the request; put ("pieces", [str, ...])..., then ("end", finish reason) or
-        ("error", LLMError)."""
+        """Run the request; put ("waiting", (seconds, code)) before each wait, ("pieces",
+        [str, ...])..., then ("end", finish reason) or ("error", LLMError)."""
+
+        def waiting(seconds: float, code: str) -> None:
+            exchange.events.put(("waiting", (seconds, code)))
+
         try:
-            response = self._request("POST", "/chat/completions", body, exchange.stopped)
+            response = self._request(
+                "POST", "/chat/completions", body, exchange.stopped, on_wait=waiting
+            )
             if not exchange.attach(response):
                 return
             with response:
@@ -223,9 +241,15 @@ class NIMClient:
         return decoder.finish_reason
 
     def _request(
-        self, method: str, path: str, body: dict | None, stop: threading.Event
+        self,
+        method: str,
+        path: str,
+        body: dict | None,
+        stop: threading.Event,
+        on_wait: OnWait | None = None,
     ) -> urllib3.BaseHTTPResponse:
-        """Send, retrying 429/5xx/connection failures; return a 2xx streaming response."""
+        """Send, retrying 429/5xx/connection failures; return a 2xx streaming response.
+        Nothing is sent while the rate gate is closed."""
         if urlsplit(self.base_url).scheme not in ("http", "https"):
             raise self._invalid_url()
         if self._secret and not _SENDABLE_KEY.fullmatch(self._secret):
@@ -240,6 +264,7 @@ class NIMClient:
         timeout = urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout)
         attempts = self.retry.max_retries + 1
         for attempt in range(attempts):
+            self._pass_rate_gate(stop, on_wait)
             retry_after = None
             try:
                 response = self._http.request(
@@ -271,17 +296,23 @@ class NIMClient:
                 with response:
                     if response.status < 400:  # not followed: the key would go along
                         raise self._redirected(response)
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     failure = error_for_status(
-                        response.status, _error_body_start(response), model=self.model
+                        response.status,
+                        _error_body_start(response),
+                        model=self.model,
+                        retry_in=retry_after,
                     )
                 if response.status not in _RETRYABLE_STATUS:
                     raise failure
-                retry_after = response.headers.get("Retry-After")
+            limited = failure.code == "rate_limited" and retry_after is not None
+            if limited:  # the other chats hold back as well
+                self.rate_gate.close_for(retry_after)
             if stop.is_set():
                 raise _Cancelled
-            if attempt + 1 == attempts:
-                raise failure
-            wait = self.retry.delay(attempt, retry_after)
+            if attempt + 1 == attempts or (retry_after or 0) > self.retry.max_retry_after:
+                raise failure  # asked again before the Retry-After, it would be refused
+            wait = self.retry.delay(attempt) if retry_after is None else retry_after
             log.warning(
                 "LLM request failed (%s); retry %d of %d in %.2f s",
                 failure.code,
@@ -289,9 +320,30 @@ class NIMClient:
                 self.retry.max_retries,
                 wait,
             )
-            if stop.wait(wait):
-                raise _Cancelled
+            if not limited:  # else the rate gate waits, at the top of the loop
+                self._pause(wait, failure.code, stop, on_wait)
         raise AssertionError("the loop above returns or raises")
+
+    def _pass_rate_gate(self, stop: threading.Event, on_wait: OnWait | None) -> None:
+        """Send nothing while the server said it refuses requests (a Retry-After, maybe
+        answered to another chat): wait for the gate to open if that is soon enough, else
+        fail at once saying when to try again."""
+        left = self.rate_gate.seconds_left()
+        if left > self.retry.max_retry_after:
+            raise rate_limited(left)
+        self._pause(left, "rate_limited", stop, on_wait)
+
+    @staticmethod
+    def _pause(
+        seconds: float, code: str, stop: threading.Event, on_wait: OnWait | None
+    ) -> None:
+        """Wait before a retry, telling `on_wait` first; raise _Cancelled on a stop."""
+        if seconds <= 0:
+            return
+        if on_wait is not None:
+            on_wait(seconds, code)
+        if stop.wait(seconds):
+            raise _Cancelled
 
     def _headers(self, *, streaming: bool) -> dict[str, str]:
         headers = {"Accept": "text/event-stream" if streaming else "application/json"}

@@ -34,9 +34,10 @@ class OfflineResponder:
         return ["offline"]
 
     def stream(
-        self, prompt: Prompt, cancel: threading.Event | None = None
+        self, prompt: Prompt, cancel: threading.Event | None = None, on_wait=None
     ) -> Generator[str, None, str | None]:
-        """Like NIMClient.stream: the reply's pieces, then "stop" (None if cancelled)."""
+        """Like NIMClient.stream: the reply's pieces, then "stop" (None if cancelled); it
+        never waits, so `on_wait` is never called."""
         cancel = cancel or threading.Event()
         for index, piece in enumerate(re.findall(r"\s*\S+", compose_reply(prompt))):
             if cancel.is_set() or (index and self.delay and cancel.wait(self.delay)):
