@@ -26,7 +26,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from urllib.parse import urlsplit
 
 import certifi
@@ -35,7 +35,7 @@ import urllib3
 
 from webapp.llm.errors import LLMError, error_for_status, rate_limited
 from webapp.llm.prompt import Prompt
-from webapp.llm.retry import RateGate, RetryPolicy, parse_retry_after
+from webapp.llm.retry import OnWait, RateGate, RetryPolicy, parse_retry_after
 from webapp.llm.sse import StreamDecoder
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,6 @@ _SENDABLE_KEY = re.compile(r"[\x21-\x7e]+")  # what API keys are made of: visibl
 _ERROR_BODY_BYTES = 65536  # of an error answer, read for the server's explanation
 _LOGIN = re.compile(r"(?<=//)[^/@]*@")  # the user:password@ of a URL, never shown
 _KEY_PART_SHOWN = 8  # a key's first characters that may stand in a message: "nvapi-" and 2
-
-OnWait = Callable[[float, str], None]  # (seconds, the LLMError code of the failure waited out)
 
 
 class NIMClient:
@@ -192,9 +190,7 @@ class NIMClient:
             error = LLMError("bad_stream", "The LLM relay failed unexpectedly; see the server log.")
             exchange.events.put(("error", error))
 
-    def _read_stream(
-        self, response: urllib3.BaseHTTPResponse, exchange: _Exchange
-    ) -> str | None:
+    def _read_stream(self, response: urllib3.BaseHTTPResponse, exchange: _Exchange) -> str | None:
         """Hand the reply's pieces over as they arrive; return its finish reason."""
         decoder = StreamDecoder()
         try:
@@ -334,9 +330,7 @@ class NIMClient:
         self._pause(left, "rate_limited", stop, on_wait)
 
     @staticmethod
-    def _pause(
-        seconds: float, code: str, stop: threading.Event, on_wait: OnWait | None
-    ) -> None:
+    def _pause(seconds: float, code: str, stop: threading.Event, on_wait: OnWait | None) -> None:
         """Wait before a retry, telling `on_wait` first; raise _Cancelled on a stop."""
         if seconds <= 0:
             return

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Generator
 
 from webapp.llm.prompt import Prompt, format_date
+from webapp.llm.retry import OnWait
 
 _QUOTE_CHARS = 300
 
@@ -34,7 +35,7 @@ class OfflineResponder:
         return ["offline"]
 
     def stream(
-        self, prompt: Prompt, cancel: threading.Event | None = None, on_wait=None
+        self, prompt: Prompt, cancel: threading.Event | None = None, on_wait: OnWait | None = None
     ) -> Generator[str, None, str | None]:
         """Like NIMClient.stream: the reply's pieces, then "stop" (None if cancelled); it
         never waits, so `on_wait` is never called."""

@@ -7,9 +7,12 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+OnWait = Callable[[float, str], None]  # told (seconds, the LLMError code waited out) first
 
 
 @dataclass(frozen=True)
