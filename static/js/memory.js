@@ -141,6 +141,13 @@ export function recallPanel(recalled, queryTokens, error) {
     h("ol", { class: "memory-list" }, recalled.map(memoryItem)));
 }
 
+/** What an import did, in words: {"imported": n, "skipped": m} from the server. */
+function importReport({ imported = 0, skipped = 0 } = {}) {
+  const memories = (n) => `${n} ${n === 1 ? "memory" : "memories"}`;
+  const kept = skipped ? `; ${skipped} already here, skipped` : "";
+  return `Imported ${memories(imported)}${kept}.`;
+}
+
 /** The memory page: search with explanations, browse, export and import. */
 export class MemoryView {
   constructor(root) {
@@ -185,10 +192,9 @@ export class MemoryView {
       const form = new FormData();
       form.append("file", file);
       const data = await request("POST", "/api/memory/import", form);
-      const count = data?.imported ?? data?.count;
       announceChange();
       await this.search(this.query.value.trim());
-      this.report(count === undefined ? "Import done." : `Imported ${count} memories.`);
+      this.report(importReport(data));
     } catch (error) {
       this.report(`Import failed: ${error.message}`, true);
     }

@@ -53,7 +53,7 @@ def test_delete_export_import_round_trip_gives_the_same_memory(open_memory):
     exported = memory.export()
     assert sum(e["recall_count"] for e in exported["episodes"]) > 0
     copy = open_memory("bob")
-    assert copy.import_(exported) == len(DIARY) - 1
+    assert copy.import_(exported) == {"imported": len(DIARY) - 1, "skipped": 0}
     again = copy.export()
     strip = [{k: v for k, v in e.items() if k != "id"} for e in exported["episodes"]]
     assert [{k: v for k, v in e.items() if k != "id"} for e in again["episodes"]] == strip
@@ -118,14 +118,40 @@ def test_storing_again_with_the_same_external_id_keeps_one_episode(open_memory):
     assert memory.stats()["episodes"] == 1
 
 
-def test_an_import_into_the_same_memory_keeps_each_external_id_on_one_episode(open_memory):
+def test_an_import_adds_only_what_the_memory_does_not_hold_yet(open_memory):
     memory = open_memory()
     memory.store("Lena moved to Hamburg", external_id="message:42")
-    assert memory.import_(memory.export()) == 1  # an import keeps what the export holds...
-    episodes = memory.export()["episodes"]
-    assert [e["text"] for e in episodes] == ["Lena moved to Hamburg"] * 2
-    assert [e["external_id"] for e in episodes] == ["message:42", None]  # ...the id, once
-    assert memory.store("Lena moved to Hamburg", external_id="message:42") == episodes[0]["id"]
+    memory.store("Rex is a lazy beagle", timestamp=1000.0)  # no external id
+    backup = memory.export()
+    steps = memory.network.net.t
+    assert memory.import_(backup) == {"imported": 0, "skipped": 2}  # a backup read back
+    assert memory.network.net.t == steps  # nothing learned twice either
+    copy = open_memory("bob")
+    assert copy.import_(backup) == {"imported": 2, "skipped": 0}
+    assert copy.import_(copy.export()) == {"imported": 0, "skipped": 2}
+    assert copy.import_(backup)["imported"] == 1  # the episode without an external id: its
+    # export id names one of ada's episodes, not bob's, so bob cannot tell it is his copy
+
+
+def test_an_import_stores_an_episode_repeated_in_its_file_once(open_memory):
+    memory = open_memory()
+    lena = {"text": "Lena moved to Hamburg", "timestamp": 5.0}
+    rex = {"text": "Rex is a beagle", "timestamp": 6.0, "external_id": "m1"}
+    export = {**memory.export(), "episodes": [
+        lena, {**lena, "role": "assistant"},  # the same text at the same time
+        rex, {**rex, "text": "Rex is a lazy beagle"},  # the same external id
+        {**lena, "timestamp": 7.0}]}  # the same text later: another episode
+    assert memory.import_(export) == {"imported": 3, "skipped": 2}
+    assert [(e["text"], e["timestamp"]) for e in memory.export()["episodes"]] == [
+        ("Lena moved to Hamburg", 5.0), ("Rex is a beagle", 6.0), ("Lena moved to Hamburg", 7.0)]
+
+
+def test_an_import_does_not_take_another_episode_with_the_same_id_for_its_own(open_memory):
+    memory = open_memory()
+    (episode_id,) = [memory.store("Lena moved to Hamburg", timestamp=5.0)]
+    other = {"id": episode_id, "text": "Lena moved to Kiel", "timestamp": 5.0}
+    export = {**memory.export(), "episodes": [other]}
+    assert memory.import_(export) == {"imported": 1, "skipped": 0}
 
 
 def test_a_damaged_snapshot_falls_back_to_replay(open_memory, tmp_path):

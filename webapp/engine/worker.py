@@ -147,9 +147,9 @@ class Engines:
         return self.memory(user_id).export()
 
     def op_import(self, user_id, data) -> dict:
-        imported = self.memory(user_id).import_(data)
+        counts = self.memory(user_id).import_(data)
         self.unconsolidated.add(user_id)
-        return {"imported": int(imported)}
+        return counts
 
     def op_stats(self, user_id) -> dict:
         mem = self.memory(user_id)

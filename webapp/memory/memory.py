@@ -376,8 +376,10 @@ class Memory:
         return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
                 "exported_at": time.time(), "episodes": episodes}
 
-    def import_(self, data: dict) -> int:
-        """Store every episode of an export (the network learns them in order)."""
+    def import_(self, data: dict) -> dict:
+        """Store the episodes of an export that this memory does not hold yet (the network
+        learns them in order), so importing a backup twice, or into the memory it came
+        from, adds nothing (see Store.stored_already). Returns {"imported": n, "skipped": m}."""
         if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
             raise MemoryInputError("Not a SORNMemory export.")
         if data.get("version") != EXPORT_VERSION:
@@ -397,10 +399,29 @@ class Memory:
                 episode.gap = seq - previous_seq
             previous_seq = seq
             episodes.append(episode)
-        ids = self._learn_and_commit(episodes)
+        new = self._not_stored_yet(episodes, [item.get("id") for item in items])
+        ids = self._learn_and_commit(new)
         if ids:
             self._snapshot(ids[-1])
-        return len(ids)
+        return {"imported": len(ids), "skipped": len(episodes) - len(new)}
+
+    def _not_stored_yet(self, episodes: list[NewEpisode],
+                        export_ids: list[object]) -> list[NewEpisode]:
+        """The episodes neither stored already nor earlier in the same list (by external
+        id, or by the same text at the same time)."""
+        keys = [(export_id, e.timestamp, e.text, e.external_id)
+                for export_id, e in zip(export_ids, episodes, strict=True)]
+        stored = self.db.stored_already(self.user_id, keys) if keys else []
+        seen_texts, seen_ids, new = set(), set(), []
+        for episode, known in zip(episodes, stored, strict=True):
+            text_key = (episode.timestamp, episode.text)
+            if known or text_key in seen_texts or episode.external_id in seen_ids:
+                continue
+            seen_texts.add(text_key)
+            if episode.external_id is not None:
+                seen_ids.add(episode.external_id)
+            new.append(episode)
+        return new
 
     # -- upkeep ---------------------------------------------------------------------
 

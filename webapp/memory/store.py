@@ -785,6 +785,29 @@ class Store:
                 yield _episode_row(row)
             after_seq = rows[-1]["seq"]
 
+    def stored_already(self, user_id: int,
+                       episodes: Sequence[tuple[int | None, float, str, str | None]]
+                       ) -> list[bool]:
+        """Whether each (id in its export, timestamp, text, external id) is one of the
+        user's episodes already: one with that external id, or the episode of that id with
+        the same text and time (an export read back into the memory it came from). Looked
+        up by index, a few hundred at a time, as an import asks for thousands at once."""
+        conn = self._connection()
+        external_ids = list({e for _, _, _, e in episodes if e is not None})
+        known_ids = set()
+        for chunk in _chunks(external_ids, ROWS_PER_STATEMENT):
+            known_ids.update(row[0] for row in conn.execute(
+                "SELECT external_id FROM episodes WHERE user_id = ? "
+                f"AND external_id IN ({_marks(chunk)})", (user_id, *chunk)))
+        episode_ids = list({i for i, _, _, _ in episodes if isinstance(i, int)})
+        known_episodes = set()
+        for chunk in _chunks(episode_ids, ROWS_PER_STATEMENT):
+            known_episodes.update(tuple(row) for row in conn.execute(
+                "SELECT id, timestamp, text FROM episodes WHERE +user_id = ? "
+                f"AND id IN ({_marks(chunk)})", (user_id, *chunk)))
+        return [external_id in known_ids or (episode_id, timestamp, text) in known_episodes
+                for episode_id, timestamp, text, external_id in episodes]
+
     def episode_with_external_id(self, user_id: int, external_id: str) -> int | None:
         """The id of this user's episode carrying `external_id`, if any."""
         return _episode_with_external_id(self._connection(), user_id, external_id)
