@@ -184,3 +184,17 @@ def test_oversized_and_binary_socket_payloads_do_not_harm_the_server(live_server
     again = UserSocket(live_server.url, session)
     assert again.chat("Still here after the big one?")["ok"]
     again.close()
+
+
+@pytest.mark.parametrize("route", ["/api/auth/register", "/api/auth/login", "/api/memory/import"])
+def test_json_nested_too_deep_is_a_clear_error_not_a_server_error(live_server, route):
+    session = register(live_server.url, "deepnest" + route.rsplit("/", 1)[1])
+    deep = b"[" * 100_000 + b"]" * 100_000
+    answers = [session.post(live_server.url + route, data=deep, timeout=30,
+                            headers={"Content-Type": "application/json"})]
+    if route.endswith("import"):
+        answers.append(session.post(live_server.url + route, timeout=30,
+                                    files={"file": ("memory.json", deep, "application/json")}))
+    for response in answers:
+        assert response.status_code == 400, response.text[:200]
+        assert response.json()["error"]["message"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from webapp.web.errors import ApiError
 from webapp.web.services import services
@@ -101,7 +101,7 @@ def import_memory():
     """A JSON body, or a multipart upload in field "file", as written by the export."""
     upload = request.files.get("file")
     try:
-        data = json.load(upload.stream) if upload else request.get_json(silent=True)
+        data = current_app.json.load(upload.stream) if upload else request.get_json(silent=True)
     except (ValueError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict):

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template
+from flask.json.provider import DefaultJSONProvider
 from flask_socketio import SocketIO
 
 from webapp.chat.turn import ChatTurn
@@ -51,6 +52,17 @@ SECURITY_HEADERS = {
 }
 
 
+class RequestJSON(DefaultJSONProvider):
+    """JSON nested too deep for Python's parser is malformed input, as broken JSON is:
+    a ValueError, which `request.get_json(silent=True)` answers with None (a 400 error)."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def _asset_dir(name: str) -> str:
     for base in (SOURCE_ROOT, Path.cwd()):
         if (base / name).is_dir():
@@ -64,6 +76,7 @@ def create_app(config: dict | None = None) -> Flask:
     data_dir = Path(settings["SORNMEMORY_DATA"])
     app = Flask(__name__, template_folder=_asset_dir("templates"),
                 static_folder=_asset_dir("static"))
+    app.json = RequestJSON(app)
     app.config.update(config or {})
     app.config.update(
         SECRET_KEY=settings["SECRET_KEY"],
