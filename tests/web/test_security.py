@@ -198,3 +198,12 @@ def test_json_nested_too_deep_is_a_clear_error_not_a_server_error(live_server, r
     for response in answers:
         assert response.status_code == 400, response.text[:200]
         assert response.json()["error"]["message"]
+
+
+def test_episode_ids_beyond_sqlites_integers_are_simply_unknown(live_server):
+    session = register(live_server.url, "bigids")
+    for episode_id in (2**63 - 1, 2**63, 10**30):
+        response = session.delete(f"{live_server.url}/api/memory/{episode_id}", timeout=10)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "not_found"
+    assert "engine command delete failed" not in live_server.log()

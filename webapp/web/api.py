@@ -18,6 +18,7 @@ from webapp.web.services import services
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 200
+MAX_EPISODE_ID = 2**63 - 1  # SQLite's largest integer: no episode has a larger id
 IMPORT_TIMEOUT_SECONDS = 600.0  # an import drives the network over every episode
 EPISODE_FIELDS = ("text", "role", "conversation_id", "timestamp", "importance",
                   "recall_count", "external_id")
@@ -83,7 +84,7 @@ def _episode_view(episode: dict) -> dict:
 
 @bp.delete("/memory/<int:episode_id>")
 def delete_memory(episode_id: int):
-    if not _engine("delete", episode_id=episode_id)["deleted"]:
+    if episode_id > MAX_EPISODE_ID or not _engine("delete", episode_id=episode_id)["deleted"]:
         raise ApiError(404, "not_found", "No such memory.")
     return jsonify({"deleted": episode_id})
 
