@@ -207,3 +207,25 @@ def test_episode_ids_beyond_sqlites_integers_are_simply_unknown(live_server):
         assert response.status_code == 404, response.text
         assert response.json()["error"]["code"] == "not_found"
     assert "engine command delete failed" not in live_server.log()
+
+
+def test_an_import_with_out_of_range_numbers_is_refused_or_harmless(live_server):
+    """A crafted export can neither crash the engine nor push the memory's positions to
+    SQLite's limit, after which every store of that user would fail."""
+    session = register(live_server.url, "rangeimport")
+    url = f"{live_server.url}/api/memory/import"
+    export = {"format": "sornmemory.memory", "version": 1}
+    for count in (10**30, -5):
+        refused = session.post(url, timeout=30, json={
+            **export, "episodes": [{"text": "counted", "recall_count": count}]})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_input"
+    imported = session.post(url, timeout=30, json={**export, "episodes": [
+        {"text": "first", "seq": 1}, {"text": "far away", "seq": 2**63 - 1},
+        {"text": "further", "seq": 10**30}]})
+    assert imported.json() == {"imported": 3}
+    sock = UserSocket(live_server.url, session)
+    sock.chat("My parrot is called Captain Flint.")
+    sock.close()
+    assert not [p for e, p in sock.events if e == "error"]
+    found = session.get(f"{live_server.url}/api/memory", params={"q": "parrot"}, timeout=10)
+    assert "Captain Flint" in found.json()["results"][0]["text"]

@@ -4,6 +4,7 @@ import, consolidation. Persistence is the Store's; learning is the EpisodeNetwor
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +27,10 @@ METHODS = ("lexical", "sorn", "hybrid")
 DEFAULT_METHOD = "hybrid"
 EXPORT_FORMAT = "sornmemory.memory"
 EXPORT_VERSION = 1
+MAX_RECALL_COUNT = 2**31
+# Positions an import keeps between two episodes (a run of deleted ones): bounded, so an
+# export's `seq` cannot push the user's positions to SQLite's integer limit.
+MAX_IMPORT_GAP = 2**20
 # Network steps learned between automatic snapshots: a snapshot costs ~13 ms of CPU (a
 # compressed .npz), ~1.7 us per step at this bound; a reopen replays at most this many
 # steps of stored episodes (1,000 chat messages of 7 tokens: 0.14 s measured).
@@ -71,10 +76,14 @@ class RecallHit:
 
 def _number(name: str, value: object) -> float:
     """A finite number from user data, or MemoryInputError."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or \
-            not np.isfinite(value):
-        raise MemoryInputError(f"{name} must be a finite number.")
-    return float(value)
+    if not isinstance(value, bool) and isinstance(value, int | float):
+        try:
+            number = float(value)  # an int too large for a float overflows
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise MemoryInputError(f"{name} must be a finite number.")
 
 
 def commit_stores(learned: Sequence[tuple[Memory, NewEpisode]]) -> list[int]:
@@ -393,10 +402,13 @@ class Memory:
             episode = self._new_episode(
                 item.get("text"), item.get("conversation_id"), item.get("role", "user"),
                 item.get("timestamp"), item.get("external_id"), item.get("importance"))
-            episode.recall_count = int(_number("The recall count", item.get("recall_count", 0)))
+            recall_count = _number("The recall count", item.get("recall_count", 0))
+            if not 0 <= recall_count <= MAX_RECALL_COUNT:
+                raise MemoryInputError(f"The recall count must lie in [0, {MAX_RECALL_COUNT}].")
+            episode.recall_count = int(recall_count)
             seq = item.get("seq")
             if isinstance(seq, int) and isinstance(previous_seq, int) and seq > previous_seq:
-                episode.gap = seq - previous_seq
+                episode.gap = min(seq - previous_seq, MAX_IMPORT_GAP)
             previous_seq = seq
             episodes.append(episode)
         new = self._not_stored_yet(episodes, [item.get("id") for item in items])
