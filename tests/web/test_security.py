@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 import socketio
+import websocket
 
 from tests.web.conftest import PASSWORD, UserSocket, register
 
@@ -229,3 +230,25 @@ def test_an_import_with_out_of_range_numbers_is_refused_or_harmless(live_server)
     assert not [p for e, p in sock.events if e == "error"]
     found = session.get(f"{live_server.url}/api/memory", params={"q": "parrot"}, timeout=10)
     assert "Captain Flint" in found.json()["results"][0]["text"]
+
+
+def test_a_socket_handshake_without_a_live_login_gets_no_transport(live_server):
+    """A refused Socket.IO connect would keep its transport (and, for a WebSocket, one of
+    the server's threads) open: a handshake without a login is answered 401 at once."""
+    url, ws_url = live_server.url, live_server.url.replace("http", "ws", 1)
+    logged_out = register(url, "handshaker")
+    cookie = f"sornmemory_session={logged_out.cookies['sornmemory_session']}"
+    logged_out.post(f"{url}/api/auth/logout", timeout=10)
+    for headers in ({}, {"Cookie": cookie}):
+        polling = requests.get(f"{url}/socket.io/", params={"EIO": "4", "transport": "polling"},
+                               headers=headers, timeout=10)
+        assert polling.status_code == 401
+        assert polling.json() == {"error": {"code": "unauthorized", "message": "Please log in."}}
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(f"{ws_url}/socket.io/?EIO=4&transport=websocket",
+                                        origin=url, header=headers, timeout=10)
+        assert refused.value.status_code == 401
+    session = register(url, "handshaker2")
+    sock = UserSocket(url, session)  # a live login still connects
+    assert sock.client.connected
+    sock.close()

@@ -21,7 +21,7 @@ from flask import Flask
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 
 from webapp.chat.turn import ack_error
-from webapp.web.auth import session_ended, session_lifetime, session_token
+from webapp.web.auth import session_ended, session_lifetime, session_token, session_user
 from webapp.web.services import services
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,29 @@ class ExpiredSessionCloser:
             "/", session_room(token)))
 
 
+def refuse_anonymous_handshakes(app: Flask, socketio: SocketIO) -> None:
+    """Answer an Engine.IO handshake without a live login session with 401, before any
+    transport exists. A refused Socket.IO connect keeps its transport open, and an open
+    WebSocket holds one of the server's threads: 100 anonymous clients took them all
+    and the server stopped answering. (python-socketio's admin wraps this handler so too.)"""
+    accept = socketio.server._handle_eio_connect
+
+    def on_eio_connect(eio_sid: str, environ: dict):
+        with app.request_context(environ):
+            if session_user() is None:
+                return {"error": {"code": "unauthorized", "message": "Please log in."}}
+        return accept(eio_sid, environ)
+
+    socketio.server.eio.on("connect", on_eio_connect)
+
+
 def register_events(app: Flask, socketio: SocketIO) -> None:
     # python-socketio runs every event in a new thread: the database work is handed to the
     # app's long-lived store threads (see Services), and the turn to its turn threads.
     sornmemory = app.extensions["sornmemory"]
     closer = ExpiredSessionCloser(socketio, sornmemory.store,
                                   sornmemory.settings["SORNMEMORY_SESSION_SECONDS"])
+    refuse_anonymous_handshakes(app, socketio)
 
     @socketio.on("connect")
     def on_connect(auth=None):
