@@ -9,7 +9,9 @@ import requests
 import socketio
 import websocket
 
-from tests.web.conftest import PASSWORD, UserSocket, register
+from tests.support.fake_nim import FakeNIM
+from tests.web.conftest import PASSWORD, UserSocket, register, start_server, stop_server
+from tests.web.test_engine_restart import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +254,65 @@ def test_a_socket_handshake_without_a_live_login_gets_no_transport(live_server):
     sock = UserSocket(url, session)  # a live login still connects
     assert sock.client.connected
     sock.close()
+
+
+def open_websocket(url: str, session: requests.Session) -> websocket.WebSocket:
+    """A raw Engine.IO WebSocket with the session's cookie (a thread held on the server)."""
+    cookie = f"sornmemory_session={session.cookies['sornmemory_session']}"
+    sock = websocket.create_connection(
+        url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket",
+        origin=url, header={"Cookie": cookie}, timeout=10)
+    sock.recv()  # the Engine.IO open packet
+    return sock
+
+
+def refused_code(url: str, session: requests.Session) -> str:
+    """The error code of a handshake expected to be refused (a WebSocket's reason is not
+    readable from the client: the polling handshake says the same)."""
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        open_websocket(url, session)
+    assert refused.value.status_code == 401
+    polling = session.get(f"{url}/socket.io/", params={"EIO": "4", "transport": "polling"},
+                          timeout=10)
+    assert polling.status_code == 401
+    return polling.json()["error"]["code"]
+
+
+def can_open(url: str, session: requests.Session) -> bool:
+    try:
+        open_websocket(url, session).close()
+    except websocket.WebSocketBadStatusException:
+        return False
+    return True
+
+
+def test_one_user_cannot_hold_more_than_twenty_sockets(live_server):
+    url = live_server.url
+    hog, neighbour = register(url, "sockethog"), register(url, "neighbour")
+    held = [open_websocket(url, hog) for _ in range(20)]
+    assert refused_code(url, hog) == "too_many_connections"
+    UserSocket(url, neighbour).close()  # other users still connect
+    held.pop().close()
+    wait_until(lambda: can_open(url, hog), timeout=10)
+    for sock in held:
+        sock.close()
+
+
+def test_sockets_leave_threads_for_http(tmp_path):
+    """SORNMEMORY_THREADS bounds the server's threads; every open WebSocket holds one. At
+    most 80% of them go to sockets, so logins and pages are still served when all are used."""
+    with FakeNIM() as nim:
+        server = start_server(tmp_path, nim, SORNMEMORY_THREADS="10")
+        try:
+            users = [register(server.url, f"crowd{i}") for i in range(3)]
+            held = [open_websocket(server.url, users[i % 2]) for i in range(8)]
+            assert refused_code(server.url, users[2]) == "too_many_connections"
+            assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+            login = requests.post(server.url + "/api/auth/login", timeout=10,
+                                  json={"username": "crowd2", "password": PASSWORD})
+            assert login.status_code == 200
+            for sock in held:
+                sock.close()
+            wait_until(lambda: can_open(server.url, users[2]), timeout=10)
+        finally:
+            stop_server(server)

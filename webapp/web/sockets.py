@@ -26,6 +26,9 @@ from webapp.web.services import services
 
 log = logging.getLogger(__name__)
 
+MAX_SOCKETS_PER_USER = 20  # tabs and devices of one user
+SOCKETS_SHARE_OF_THREADS = 0.8  # the rest of SORNMEMORY_THREADS always serves HTTP
+
 
 def user_room(user_id: int) -> str:
     return f"user:{user_id}"
@@ -153,17 +156,44 @@ class ExpiredSessionCloser:
             "/", session_room(token)))
 
 
-def refuse_anonymous_handshakes(app: Flask, socketio: SocketIO) -> None:
-    """Answer an Engine.IO handshake without a live login session with 401, before any
-    transport exists. A refused Socket.IO connect keeps its transport open, and an open
-    WebSocket holds one of the server's threads: 100 anonymous clients took them all
-    and the server stopped answering. (python-socketio's admin wraps this handler so too.)"""
+class SocketQuota:
+    """Bounds the open Engine.IO connections, per user and in all. Each open WebSocket
+    holds one of the server's threads: one user's script could otherwise take them all
+    (100 sockets stopped the server answering anything), and with at most a share of the
+    threads for sockets, logins and pages are still served when that share is used."""
+
+    def __init__(self, server: python_socketio.Server, per_user: int, total: int):
+        self.server, self.per_user, self.total = server, per_user, total
+        self._owners: dict[str, int] = {}  # engine.io sid -> user id
+        self._lock = threading.Lock()
+
+    def admit(self, eio_sid: str, user_id: int) -> bool:
+        with self._lock:
+            sockets = self.server.eio.sockets  # a closed one may stay there for a while
+            self._owners = {sid: user for sid, user in self._owners.items()
+                            if sid in sockets and not sockets[sid].closed}
+            mine = sum(1 for user in self._owners.values() if user == user_id)
+            if len(self._owners) >= self.total or mine >= self.per_user:
+                return False
+            self._owners[eio_sid] = user_id
+            return True
+
+
+def admit_handshakes(app: Flask, socketio: SocketIO, quota: SocketQuota) -> None:
+    """Answer an Engine.IO handshake with 401 before any transport exists when it has no
+    live login session (a refused Socket.IO connect kept its WebSocket, and a thread, open:
+    100 anonymous clients stopped the server), or when `quota` has no room for it.
+    (python-socketio's admin wraps this handler the same way.)"""
     accept = socketio.server._handle_eio_connect
 
     def on_eio_connect(eio_sid: str, environ: dict):
         with app.request_context(environ):
-            if session_user() is None:
-                return {"error": {"code": "unauthorized", "message": "Please log in."}}
+            user = session_user()
+        if user is None:
+            return {"error": {"code": "unauthorized", "message": "Please log in."}}
+        if not quota.admit(eio_sid, user["id"]):
+            return {"error": {"code": "too_many_connections",
+                              "message": "Too many open connections; close a tab or retry."}}
         return accept(eio_sid, environ)
 
     socketio.server.eio.on("connect", on_eio_connect)
@@ -175,7 +205,9 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
     sornmemory = app.extensions["sornmemory"]
     closer = ExpiredSessionCloser(socketio, sornmemory.store,
                                   sornmemory.settings["SORNMEMORY_SESSION_SECONDS"])
-    refuse_anonymous_handshakes(app, socketio)
+    threads = sornmemory.settings["SORNMEMORY_THREADS"]
+    admit_handshakes(app, socketio, SocketQuota(
+        socketio.server, MAX_SOCKETS_PER_USER, max(1, int(threads * SOCKETS_SHARE_OF_THREADS))))
 
     @socketio.on("connect")
     def on_connect(auth=None):
