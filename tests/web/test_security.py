@@ -234,34 +234,13 @@ def test_an_import_with_out_of_range_numbers_is_refused_or_harmless(live_server)
     assert "Captain Flint" in found.json()["results"][0]["text"]
 
 
-def test_a_socket_handshake_without_a_live_login_gets_no_transport(live_server):
-    """A refused Socket.IO connect would keep its transport (and, for a WebSocket, one of
-    the server's threads) open: a handshake without a login is answered 401 at once."""
-    url, ws_url = live_server.url, live_server.url.replace("http", "ws", 1)
-    logged_out = register(url, "handshaker")
-    cookie = f"sornmemory_session={logged_out.cookies['sornmemory_session']}"
-    logged_out.post(f"{url}/api/auth/logout", timeout=10)
-    for headers in ({}, {"Cookie": cookie}):
-        polling = requests.get(f"{url}/socket.io/", params={"EIO": "4", "transport": "polling"},
-                               headers=headers, timeout=10)
-        assert polling.status_code == 401
-        assert polling.json() == {"error": {"code": "unauthorized", "message": "Please log in."}}
-        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-            websocket.create_connection(f"{ws_url}/socket.io/?EIO=4&transport=websocket",
-                                        origin=url, header=headers, timeout=10)
-        assert refused.value.status_code == 401
-    session = register(url, "handshaker2")
-    sock = UserSocket(url, session)  # a live login still connects
-    assert sock.client.connected
-    sock.close()
-
-
 def open_websocket(url: str, session: requests.Session) -> websocket.WebSocket:
-    """A raw Engine.IO WebSocket with the session's cookie (a thread held on the server)."""
-    cookie = f"sornmemory_session={session.cookies['sornmemory_session']}"
+    """A raw Engine.IO WebSocket with the session's cookie, if any (it holds a server thread
+    until closed, whether or not a Socket.IO connect over it would be accepted)."""
+    cookie = session.cookies.get("sornmemory_session")
     sock = websocket.create_connection(
-        url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket",
-        origin=url, header={"Cookie": cookie}, timeout=10)
+        url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket", origin=url,
+        header={"Cookie": f"sornmemory_session={cookie}"} if cookie else {}, timeout=10)
     sock.recv()  # the Engine.IO open packet
     return sock
 
@@ -284,6 +263,27 @@ def can_open(url: str, session: requests.Session) -> bool:
     except websocket.WebSocketBadStatusException:
         return False
     return True
+
+
+def test_clients_without_a_live_login_hold_only_a_few_sockets_together(live_server):
+    url = live_server.url
+    logged_out = register(url, "handshaker")
+    stale = requests.Session()  # a copy of the cookie, kept after the logout
+    stale.cookies.update(logged_out.cookies)
+    logged_out.post(f"{url}/api/auth/logout", timeout=10)
+    clients, held = [requests.Session(), stale], []
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        for attempt in range(20):
+            held.append(open_websocket(url, clients[attempt % 2]))
+    assert len(held) <= 5
+    assert refused_code(url, requests.Session()) == "too_many_connections"
+    UserSocket(url, register(url, "handshaker2")).close()  # a live login still connects
+    assert requests.get(url + "/healthz", timeout=10).status_code == 200
+    for sock in held:
+        sock.close()
+    wait_until(lambda: can_open(url, requests.Session()), timeout=10)
+    with pytest.raises(socketio.exceptions.ConnectionError):  # and is refused by Socket.IO
+        UserSocket(url, stale)
 
 
 def test_one_user_cannot_hold_more_than_twenty_sockets(live_server):
@@ -316,3 +316,4 @@ def test_sockets_leave_threads_for_http(tmp_path):
             wait_until(lambda: can_open(server.url, users[2]), timeout=10)
         finally:
             stop_server(server)
+

@@ -27,6 +27,7 @@ from webapp.web.services import services
 log = logging.getLogger(__name__)
 
 MAX_SOCKETS_PER_USER = 20  # tabs and devices of one user
+MAX_ANONYMOUS_SOCKETS = 5  # all clients without a live login together
 SOCKETS_SHARE_OF_THREADS = 0.8  # the rest of SORNMEMORY_THREADS always serves HTTP
 
 
@@ -157,41 +158,42 @@ class ExpiredSessionCloser:
 
 
 class SocketQuota:
-    """Bounds the open Engine.IO connections, per user and in all. Each open WebSocket
-    holds one of the server's threads: one user's script could otherwise take them all
-    (100 sockets stopped the server answering anything), and with at most a share of the
-    threads for sockets, logins and pages are still served when that share is used."""
+    """Bounds the open Engine.IO connections: per user, for clients without a live login
+    (all together), and in all. Each open WebSocket holds one of the server's threads, and
+    a Socket.IO connect refused for want of a login still leaves the WebSocket open: 100
+    anonymous clients, or one user's script, took every thread and the server stopped
+    answering. With at most a share of the threads for sockets, logins and pages are
+    still served when that share is used. The few connections without a login let a page
+    whose session ended hear the refusal and go to the login screen (the browser then
+    closes its connection)."""
 
-    def __init__(self, server: python_socketio.Server, per_user: int, total: int):
-        self.server, self.per_user, self.total = server, per_user, total
-        self._owners: dict[str, int] = {}  # engine.io sid -> user id
+    def __init__(self, server: python_socketio.Server, total: int):
+        self.server, self.total = server, total
+        self._owners: dict[str, int | None] = {}  # engine.io sid -> user id (None: no login)
         self._lock = threading.Lock()
 
-    def admit(self, eio_sid: str, user_id: int) -> bool:
+    def admit(self, eio_sid: str, user_id: int | None) -> bool:
+        limit = MAX_ANONYMOUS_SOCKETS if user_id is None else MAX_SOCKETS_PER_USER
         with self._lock:
             sockets = self.server.eio.sockets  # a closed one may stay there for a while
             self._owners = {sid: user for sid, user in self._owners.items()
                             if sid in sockets and not sockets[sid].closed}
-            mine = sum(1 for user in self._owners.values() if user == user_id)
-            if len(self._owners) >= self.total or mine >= self.per_user:
+            held = sum(1 for user in self._owners.values() if user == user_id)
+            if len(self._owners) >= self.total or held >= limit:
                 return False
             self._owners[eio_sid] = user_id
             return True
 
 
 def admit_handshakes(app: Flask, socketio: SocketIO, quota: SocketQuota) -> None:
-    """Answer an Engine.IO handshake with 401 before any transport exists when it has no
-    live login session (a refused Socket.IO connect kept its WebSocket, and a thread, open:
-    100 anonymous clients stopped the server), or when `quota` has no room for it.
-    (python-socketio's admin wraps this handler the same way.)"""
+    """Answer an Engine.IO handshake that `quota` has no room for with 401, before any
+    transport exists. (python-socketio's admin wraps this handler the same way.)"""
     accept = socketio.server._handle_eio_connect
 
     def on_eio_connect(eio_sid: str, environ: dict):
         with app.request_context(environ):
             user = session_user()
-        if user is None:
-            return {"error": {"code": "unauthorized", "message": "Please log in."}}
-        if not quota.admit(eio_sid, user["id"]):
+        if not quota.admit(eio_sid, None if user is None else user["id"]):
             return {"error": {"code": "too_many_connections",
                               "message": "Too many open connections; close a tab or retry."}}
         return accept(eio_sid, environ)
@@ -207,7 +209,7 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
                                   sornmemory.settings["SORNMEMORY_SESSION_SECONDS"])
     threads = sornmemory.settings["SORNMEMORY_THREADS"]
     admit_handshakes(app, socketio, SocketQuota(
-        socketio.server, MAX_SOCKETS_PER_USER, max(1, int(threads * SOCKETS_SHARE_OF_THREADS))))
+        socketio.server, max(1, int(threads * SOCKETS_SHARE_OF_THREADS))))
 
     @socketio.on("connect")
     def on_connect(auth=None):
