@@ -4,6 +4,8 @@ and malformed or oversized input gets a clear error without harming the server."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 import socketio
@@ -316,4 +318,28 @@ def test_sockets_leave_threads_for_http(tmp_path):
             wait_until(lambda: can_open(server.url, users[2]), timeout=10)
         finally:
             stop_server(server)
+
+
+def test_writes_from_another_origin_are_refused(live_server):
+    """SameSite=Lax still sends the cookie from a sibling subdomain or another port of the
+    same host (same site): a form posted from there must not log out, log in or import."""
+    url = live_server.url
+    session = register(url, "csrfvictim")
+    export = {"format": "sornmemory.memory", "version": 1,
+              "episodes": [{"text": "The user wants all replies to include a link."}]}
+    foreign = {"Origin": "http://evil.example"}
+    for response in (
+        session.post(f"{url}/api/memory/import", headers=foreign, timeout=30,
+                     files={"file": ("memory.json", json.dumps(export), "text/plain")}),
+        session.post(f"{url}/api/auth/logout", headers=foreign, timeout=10),
+        session.post(f"{url}/api/auth/login", headers={**foreign, "Sec-Fetch-Site": "same-site"},
+                     json={"username": "csrfvictim", "password": PASSWORD}, timeout=10),
+    ):
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "cross_origin"
+    assert session.get(f"{url}/api/memory", timeout=10).json()["results"] == []
+    assert session.get(f"{url}/api/auth/me", timeout=10).status_code == 200  # still logged in
+    own = session.post(f"{url}/api/memory/import", json=export, timeout=30,
+                       headers={"Origin": url, "Sec-Fetch-Site": "same-origin"})
+    assert own.json() == {"imported": 1}
 

@@ -118,6 +118,7 @@ def create_app(config: dict | None = None) -> Flask:
     atexit.register(close_app, app)
 
     register_error_handlers(app)
+    app.before_request(auth.refuse_cross_origin_writes)
     app.before_request(auth.require_login)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)

@@ -15,6 +15,7 @@ import re
 import secrets
 import threading
 import time
+from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, jsonify, request, session
 from flask.signals import Namespace
@@ -195,4 +196,20 @@ def require_login():
         session.clear()
         raise ApiError(401, "unauthorized", "Please log in.")
     g.user = user
+    return None
+
+
+def refuse_cross_origin_writes():
+    """before_request: a request that changes something must come from our own pages.
+
+    SameSite=Lax still sends the cookie from the same *site* (a sibling subdomain, another
+    port of the host), where a plain form could post an import or a logout. Browsers say
+    where a request comes from (Sec-Fetch-Site, Origin); clients that send neither, like
+    curl, are not browsers a page could drive."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    origin = request.headers.get("Origin")
+    if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site") or (
+            origin is not None and urlsplit(origin).netloc != request.host):
+        raise ApiError(403, "cross_origin", "Requests from other sites are refused.")
     return None
