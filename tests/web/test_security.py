@@ -343,3 +343,9 @@ def test_writes_from_another_origin_are_refused(live_server):
                        headers={"Origin": url, "Sec-Fetch-Site": "same-origin"})
     assert own.json() == {"imported": 1}
 
+
+def test_api_answers_are_not_kept_in_caches(live_server):
+    session = register(live_server.url, "nocache")
+    for path in ("/api/auth/me", "/api/conversations", "/api/memory", "/api/memory/export"):
+        assert session.get(live_server.url + path, timeout=10).headers["Cache-Control"] == (
+            "no-store")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template
+from flask import Flask, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from flask_socketio import SocketIO
 
@@ -139,6 +139,8 @@ def create_app(config: dict | None = None) -> Flask:
     def security_headers(response):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.path.startswith("/api/"):  # a user's data: no copy kept on disk or a proxy
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     return app
