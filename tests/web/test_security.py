@@ -5,6 +5,9 @@ and malformed or oversized input gets a clear error without harming the server."
 from __future__ import annotations
 
 import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -349,3 +352,21 @@ def test_api_answers_are_not_kept_in_caches(live_server):
     for path in ("/api/auth/me", "/api/conversations", "/api/memory", "/api/memory/export"):
         assert session.get(live_server.url + path, timeout=10).headers["Cache-Control"] == (
             "no-store")
+
+
+def web_worker_peak_rss_mb(server) -> float:
+    """The gunicorn worker's (the arbiter's one child) peak resident memory so far."""
+    pid = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text()
+    status = Path(f"/proc/{pid.split()[0]}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def test_a_flood_of_logins_does_not_exhaust_the_servers_memory(live_server):
+    """Each scrypt password check takes 32 MiB: 40 at once, from anyone, took 1.3 GB."""
+    before = web_worker_peak_rss_mb(live_server)
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(lambda i: requests.post(
+            f"{live_server.url}/api/auth/login", timeout=120,
+            json={"username": f"flood{i}", "password": "guess-guess"}), range(40)))
+    assert {response.status_code for response in answers} == {401}
+    assert web_worker_peak_rss_mb(live_server) - before < 300
