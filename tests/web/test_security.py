@@ -370,3 +370,22 @@ def test_a_flood_of_logins_does_not_exhaust_the_servers_memory(live_server):
             json={"username": f"flood{i}", "password": "guess-guess"}), range(40)))
     assert {response.status_code for response in answers} == {401}
     assert web_worker_peak_rss_mb(live_server) - before < 300
+
+
+def test_guessing_across_many_usernames_from_one_address_is_throttled(tmp_path):
+    """Password spraying: one common password tried on many accounts, each tried once."""
+    with FakeNIM() as nim:
+        server = start_server(tmp_path, nim)
+        try:
+            register(server.url, "sprayed")
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(lambda i: requests.post(
+                    f"{server.url}/api/auth/login", timeout=60,
+                    json={"username": f"account{i}", "password": "Password1!"}), range(100)))
+            assert {response.status_code for response in answers} == {401}
+            blocked = requests.post(f"{server.url}/api/auth/login", timeout=10,
+                                    json={"username": "sprayed", "password": PASSWORD})
+            assert blocked.status_code == 429
+            assert blocked.json()["error"]["code"] == "too_many_attempts"
+        finally:
+            stop_server(server)

@@ -32,11 +32,14 @@ PASSWORD_MIN, PASSWORD_MAX = 8, 256
 OPEN_ROUTES = {"auth.register", "auth.login", "auth.logout", "health", "index", "static"}
 
 LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 10, 300
+# Failed logins from one address on any usernames (password spraying: one guess per account).
+ADDRESS_LOGIN_ATTEMPTS = 100
 THROTTLE_MAX_KEYS = 10_000  # past this many tracked (address, username) pairs, forget stale ones
 
 
 class LoginThrottle:
-    """At most LOGIN_ATTEMPTS failed logins per (address, username) in a sliding window."""
+    """Failed logins per key in a sliding window: the login route keys them by (address,
+    username) and by (address, "") for all usernames together."""
 
     def __init__(self):
         self._failures: dict[tuple[str, str], list[float]] = {}
@@ -50,9 +53,9 @@ class LoginThrottle:
             self._failures.pop(key, None)
         return recent
 
-    def blocked(self, key: tuple[str, str]) -> bool:
+    def blocked(self, key: tuple[str, str], limit: int) -> bool:
         with self._lock:
-            return len(self._recent(key, time.monotonic())) >= LOGIN_ATTEMPTS
+            return len(self._recent(key, time.monotonic())) >= limit
 
     def failed(self, key: tuple[str, str]) -> None:
         with self._lock:
@@ -165,14 +168,17 @@ def login():
         # No such account can exist: answer as for a wrong password, without hashing a
         # huge password or keeping a huge username in the throttle.
         raise ApiError(401, "bad_credentials", "Wrong username or password.")
-    key = (request.remote_addr or "", username)
-    if _throttle.blocked(key):
+    address = request.remote_addr or ""
+    key, address_key = (address, username), (address, "")
+    if _throttle.blocked(key, LOGIN_ATTEMPTS) or \
+            _throttle.blocked(address_key, ADDRESS_LOGIN_ATTEMPTS):
         raise ApiError(429, "too_many_attempts",
                        "Too many failed logins; wait a few minutes and try again.")
     user = services().store.get_user(username)
     valid = password_matches(user["password_hash"] if user else _DUMMY_HASH, password)
     if user is None or not valid:
         _throttle.failed(key)
+        _throttle.failed(address_key)
         raise ApiError(401, "bad_credentials", "Wrong username or password.")
     _throttle.succeeded(key)
     _log_in(user)
