@@ -389,3 +389,41 @@ def test_guessing_across_many_usernames_from_one_address_is_throttled(tmp_path):
             assert blocked.json()["error"]["code"] == "too_many_attempts"
         finally:
             stop_server(server)
+
+
+def closed_by_server(sock: websocket.WebSocket) -> bool:
+    """Whether the server closes the connection within the socket's timeout."""
+    try:
+        while sock.recv():  # an empty read is the server's close frame
+            pass
+    except (websocket.WebSocketConnectionClosedException, BrokenPipeError):
+        pass  # (answering the server's close frame can find the connection gone)
+    except websocket.WebSocketTimeoutException:
+        return False
+    return True
+
+
+def test_a_malformed_socket_packet_closes_its_connection_with_one_log_line(live_server):
+    """Each undecodable packet logged a 20-line traceback: 2,000 tiny packets a second from
+    one connection, needing no login, grew the log by 1.3 MB/s."""
+    url = live_server.url
+    session = register(url, "malformed")
+    tracebacks = live_server.log().count("Traceback")
+    packets = ('42{"not": "a list"}', '42["chat", {broken json', "4" + "[" * 50_000, "49",
+               '42[["event name", "not text"]]')
+    for packet in packets:
+        sock = open_websocket(url, session)
+        sock.send("40")
+        assert sock.recv().startswith("40")  # connected to the namespace
+        for _ in range(50):
+            try:
+                sock.send(packet)
+            except (websocket.WebSocketException, OSError):  # the server closed it already
+                break
+        assert closed_by_server(sock)
+    log = live_server.log()
+    assert log.count("Traceback") == tracebacks
+    assert log.count("sent a malformed packet") == len(packets)
+    sock = UserSocket(url, session)
+    sock.chat("Still answering after the junk?")
+    sock.close()

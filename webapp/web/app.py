@@ -21,12 +21,13 @@ from webapp.chat.turn import ChatTurn
 from webapp.engine import EnginePool, WorkerSettings
 from webapp.llm import make_client
 from webapp.memory import Store
-from webapp.web import api, auth
+from webapp.web import api, auth, client_json
 from webapp.web.config import load_settings
 from webapp.web.errors import register_error_handlers
 from webapp.web.relay import SpikeRelay
 from webapp.web.services import Services, services
 from webapp.web.sockets import (
+    ClientPacket,
     OrderedSendsManager,
     UserEmitter,
     register_events,
@@ -53,14 +54,10 @@ SECURITY_HEADERS = {
 
 
 class RequestJSON(DefaultJSONProvider):
-    """JSON nested too deep for Python's parser is malformed input, as broken JSON is:
-    a ValueError, which `request.get_json(silent=True)` answers with None (a 400 error)."""
+    """Request bodies parsed as `client_json` does: too deep reads as malformed (a 400)."""
 
     def loads(self, s, **kwargs):
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+        return client_json.loads(s, **kwargs)
 
 
 def _asset_dir(name: str) -> str:
@@ -93,7 +90,8 @@ def create_app(config: dict | None = None) -> Flask:
     # Default cors_allowed_origins: only the server's own origin may open a connection.
     manager = OrderedSendsManager()
     socketio = SocketIO(app, async_mode="threading", client_manager=manager,
-                        max_http_buffer_size=MAX_SOCKET_MESSAGE_BYTES)
+                        max_http_buffer_size=MAX_SOCKET_MESSAGE_BYTES, json=client_json,
+                        serializer=ClientPacket)
     serialize_sends(socketio, manager)
     emit = UserEmitter(socketio)
     relay = SpikeRelay(emit).start()
