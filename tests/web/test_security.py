@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -427,3 +428,24 @@ def test_a_malformed_socket_packet_closes_its_connection_with_one_log_line(live_
     sock = UserSocket(url, session)
     sock.chat("Still answering after the junk?")
     sock.close()
+
+
+def test_a_connect_that_fails_on_the_server_is_refused_not_left_deaf(live_server):
+    """A Socket.IO connect whose handler failed was accepted with no room joined: the page
+    showed 'Connected' and never heard a reply. Refused, the client tries again."""
+    session = register(live_server.url, "deafsocket")
+    sock = open_websocket(live_server.url, session)  # the handshake found the session
+    db = sqlite3.connect(live_server.db_path)
+    db.execute("ALTER TABLE sessions RENAME TO sessions_away")  # the connect's lookup fails
+    db.commit()
+    try:
+        sock.send("40")
+        answer = sock.recv()
+    finally:
+        db.execute("ALTER TABLE sessions_away RENAME TO sessions")
+        db.commit()
+        db.close()
+    sock.close()
+    assert answer.startswith("44")  # CONNECT_ERROR
+    assert "internal" in json.loads(answer[2:])["message"]
+    UserSocket(live_server.url, session).close()

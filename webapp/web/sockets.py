@@ -18,7 +18,7 @@ import time
 import weakref
 
 import socketio as python_socketio
-from flask import Flask
+from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 
 from webapp.chat.turn import ack_error
@@ -302,4 +302,9 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
     @socketio.on_error_default
     def on_error(exc):
         log.exception("socket event failed", exc_info=exc)
+        if request.event["message"] == "connect":
+            # Refused, not accepted with no room joined (it would never hear a reply): the
+            # client tries again.
+            raise ConnectionRefusedError({"code": "internal",
+                                          "message": "Something went wrong on the server."})
         return ack_error("internal", "Something went wrong on the server.")
