@@ -305,8 +305,9 @@ def test_one_user_cannot_hold_more_than_twenty_sockets(live_server):
 
 
 def test_sockets_leave_threads_for_http(tmp_path):
-    """SORNMEMORY_THREADS bounds the server's threads; every open WebSocket holds one. At
-    most 80% of them go to sockets, so logins and pages are still served when all are used."""
+    """SORNMEMORY_THREADS bounds the server's threads; every open WebSocket holds one. 8 of
+    10 (all but 10 of more) go to sockets, so logins and pages are still served when those
+    are used."""
     with FakeNIM() as nim:
         server = start_server(tmp_path, nim, SORNMEMORY_THREADS="10")
         try:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_SOCKETS_PER_USER = 20  # tabs and devices of one user
 MAX_ANONYMOUS_SOCKETS = 5  # all clients without a live login together
-SOCKETS_SHARE_OF_THREADS = 0.8  # the rest of SORNMEMORY_THREADS always serves HTTP
+HTTP_THREADS = 10  # of SORNMEMORY_THREADS never held by sockets (a fifth, if fewer than 50)
 
 
 def user_room(user_id: int) -> str:
@@ -177,8 +177,8 @@ class SocketQuota:
     (all together), and in all. Each open WebSocket holds one of the server's threads, and
     a Socket.IO connect refused for want of a login still leaves the WebSocket open: 100
     anonymous clients, or one user's script, took every thread and the server stopped
-    answering. With at most a share of the threads for sockets, logins and pages are
-    still served when that share is used. The few connections without a login let a page
+    answering. With some threads never given to sockets, logins and pages are still
+    served when all the others are held. The few connections without a login let a page
     whose session ended hear the refusal and go to the login screen (the browser then
     closes its connection)."""
 
@@ -254,7 +254,7 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
                                   sornmemory.settings["SORNMEMORY_SESSION_SECONDS"])
     threads = sornmemory.settings["SORNMEMORY_THREADS"]
     admit_handshakes(app, socketio, SocketQuota(
-        socketio.server, max(1, int(threads * SOCKETS_SHARE_OF_THREADS))))
+        socketio.server, max(1, threads - min(HTTP_THREADS, threads // 5))))
     close_on_malformed_packets(socketio)
 
     @socketio.on("connect")
