@@ -90,7 +90,7 @@ def test_postings_survive_many_blocks_and_deletes(store):
 def test_database_uses_wal_and_a_versioned_schema(tmp_path):
     Store(tmp_path / "m.db").close()
     reopened = Store(tmp_path / "m.db")
-    assert reopened.schema_version() == len(_MIGRATIONS) == 5
+    assert reopened.schema_version() == len(_MIGRATIONS) == 6
     conn = sqlite3.connect(tmp_path / "m.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.execute("UPDATE schema_version SET version = 99")
@@ -129,6 +129,42 @@ def test_sessions_are_stored_hashed_and_expired_ones_are_purged(store, tmp_path)
     on_disk = b"".join(path.read_bytes() for path in tmp_path.glob("memory.db*"))
     assert b"new-token" not in on_disk and rows[0][0].encode() in on_disk
     assert store.session_user("old-token", lifetime=60) is None
+
+
+def test_users_are_listed_oldest_first_without_their_password_hashes(store):
+    store.create_user("ada", "secret-hash", is_admin=True)
+    store.create_user("bob", "other-hash")
+    users = store.list_users()
+    assert [(u["username"], u["is_admin"]) for u in users] == [("ada", True), ("bob", False)]
+    assert all(set(u) == {"id", "username", "is_admin", "created_at"} for u in users)
+    assert users[0]["created_at"] <= users[1]["created_at"]
+
+
+def test_settings_are_unset_until_stored_and_survive_a_reopen(tmp_path):
+    store = Store(tmp_path / "m.db")
+    assert store.get_setting("signup") is None
+    store.set_setting("signup", "closed")
+    store.set_setting("signup", "open")
+    store.set_setting("other", "x")
+    store.close()
+    reopened = Store(tmp_path / "m.db")
+    assert reopened.get_setting("signup") == "open" and reopened.get_setting("other") == "x"
+    reopened.close()
+
+
+def test_a_version_5_database_is_migrated_and_gets_settings(tmp_path):
+    conn = database_at_version(tmp_path / "m.db", 5)
+    conn.execute("INSERT INTO users (username, password_hash, is_admin, created_at) "
+                 "VALUES ('ada', 'h', 1, 0)")
+    conn.commit()
+    conn.close()
+    migrated = Store(tmp_path / "m.db")
+    assert migrated.schema_version() == len(_MIGRATIONS)
+    assert migrated.get_setting("signup") is None
+    migrated.set_setting("signup", "closed")
+    assert migrated.get_setting("signup") == "closed"
+    assert migrated.get_user("ada")["is_admin"] is True
+    migrated.close()
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_users(tmp_path):

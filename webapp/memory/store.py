@@ -185,6 +185,14 @@ _MIGRATIONS: list[str] = [
     DROP INDEX episodes_by_seq;
     CREATE INDEX episodes_by_seq ON episodes(user_id, seq, importance);
     """,
+    # 6: server settings an admin changes in the app (e.g. whether sign-up is open), kept
+    # across restarts; a name without a row has its default.
+    """
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 _USER_COLUMNS = "users.id, username, password_hash, is_admin, users.created_at"
@@ -496,6 +504,27 @@ class Store:
 
     def count_users(self) -> int:
         return self._connection().execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+    def list_users(self) -> list[dict]:
+        """Every account, oldest first: id, username, is_admin, created_at (no password hash)."""
+        rows = self._connection().execute(
+            "SELECT id, username, is_admin, created_at FROM users ORDER BY id").fetchall()
+        return [_user_row(row) for row in rows]
+
+    # -- server settings ------------------------------------------------------------
+
+    def get_setting(self, name: str) -> str | None:
+        """A server setting's stored value; None when it was never set."""
+        row = self._connection().execute(
+            "SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO settings (name, value) VALUES (?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+
+    # -- login sessions -------------------------------------------------------------
 
     def create_session(self, user_id: int, token: str, lifetime: float) -> None:
         """Record a login under `token`; sessions older than `lifetime` seconds (any
