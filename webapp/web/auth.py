@@ -24,12 +24,14 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.web.errors import ApiError
 from webapp.web.services import services
+from webapp.web.signup import registration_open
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
 USERNAME = re.compile(r"[a-z0-9_.-]{3,32}")
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
-OPEN_ROUTES = {"auth.register", "auth.login", "auth.logout", "health", "index", "static"}
+OPEN_ROUTES = {"auth.register", "auth.login", "auth.logout", "auth.signup", "health", "index",
+               "static"}
 
 LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 10, 300
 # Failed logins from one address on any usernames (password spraying: one guess per account).
@@ -149,16 +151,21 @@ def register():
     store = services().store
     password_hash = hash_password(password)
     with _register_lock:
-        first = store.count_users() == 0
-        # A closed server still accepts its very first account: the admin.
-        if not first and services().settings["SORNMEMORY_SIGNUP"] == "closed":
+        if not registration_open():  # a closed server still accepts its first account
             raise ApiError(403, "signup_closed", "Sign-up is closed on this server.")
+        first = store.count_users() == 0
         if store.get_user(username) is not None:
             raise ApiError(409, "username_taken", "That username is taken.")
         user_id = store.create_user(username, password_hash, is_admin=first)
     user = store.get_user_by_id(user_id)
     _log_in(user)
     return jsonify({"user": public_user(user)}), 201
+
+
+@bp.get("/signup")
+def signup():
+    """Public: whether "Create account" can work, for the sign-in screen."""
+    return jsonify({"signup": "open" if registration_open() else "closed"})
 
 
 @bp.post("/login")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 DEFAULTS = {
     "SORNMEMORY_DATA": "instance",
-    "SORNMEMORY_SIGNUP": "open",
     "SORNMEMORY_ENGINE_IDLE": "600",  # seconds before an unused engine is saved and evicted
     "SORNMEMORY_THREADS": "100",  # gunicorn threads: each open WebSocket holds one
     "SORNMEMORY_ENGINE_HANG": "20",  # seconds an engine may owe an answer silently
@@ -38,8 +37,9 @@ def load_settings(overrides: Mapping | None = None, environ: Mapping | None = No
     settings["SORNMEMORY_THREADS"] = positive_int(settings, "SORNMEMORY_THREADS", 100)
     for name in ("SORNMEMORY_ENGINE_HANG", "SORNMEMORY_SESSION_SECONDS"):
         settings[name] = positive_seconds(settings, name, float(DEFAULTS[name]))
-    signup = str(settings["SORNMEMORY_SIGNUP"]).lower()
-    if signup not in ("open", "closed"):
+    # Unset (None): an admin decides in the app (webapp/web/signup.py); set: it does.
+    signup = str(settings.get("SORNMEMORY_SIGNUP") or "").lower() or None
+    if signup not in (None, "open", "closed"):
         raise ConfigError("SORNMEMORY_SIGNUP must be 'open' or 'closed'")
     settings["SORNMEMORY_SIGNUP"] = signup
     if not settings.get("SECRET_KEY"):
