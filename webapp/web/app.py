@@ -26,6 +26,7 @@ from webapp.web.config import load_settings
 from webapp.web.errors import register_error_handlers
 from webapp.web.relay import SpikeRelay
 from webapp.web.services import Services, services
+from webapp.web.shutdown import GracefulStop
 from webapp.web.sockets import (
     ClientPacket,
     OrderedSendsManager,
@@ -112,6 +113,7 @@ def create_app(config: dict | None = None) -> Flask:
         # A turn holds its thread while the reply streams; more turns than this queue.
         turn_threads=ThreadPoolExecutor(settings["SORNMEMORY_THREADS"],
                                         thread_name_prefix="turn"),
+        stop=GracefulStop(),
     )
     atexit.register(close_app, app)
 
@@ -146,8 +148,9 @@ def create_app(config: dict | None = None) -> Flask:
 
 
 def close_app(app: Flask) -> None:
-    """Stop relaying and let every engine save and exit (idempotent)."""
+    """Refuse new turns, stop relaying and let every engine save and exit (idempotent)."""
     sornmemory = app.extensions["sornmemory"]
+    sornmemory.stop.begin()
     sornmemory.relay.stop()
     sornmemory.engine.close()
     sornmemory.store_threads.shutdown(wait=False)

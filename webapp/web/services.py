@@ -22,6 +22,7 @@ class Services:
     # fresh thread per event would open (and leak) a connection each time.
     store_threads: ThreadPoolExecutor
     turn_threads: ThreadPoolExecutor
+    stop: Any  # webapp.web.shutdown.GracefulStop: turns under way, and none after a stop
 
 
 def services() -> Services:

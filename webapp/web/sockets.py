@@ -24,6 +24,7 @@ from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 from webapp.chat.turn import ack_error
 from webapp.web.auth import session_ended, session_lifetime, session_token, session_user
 from webapp.web.services import services
+from webapp.web.shutdown import stopping_ack
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +101,27 @@ def _payload(args: tuple):
     return args[0] if len(args) == 1 else None
 
 
-def _after_ack(turn_threads, work) -> None:
+def _after_ack(turn_threads, work, then) -> None:
     """Run `work` once this handler has returned, i.e. once its ack is queued to the client.
 
     The server runs each event in a thread of its own, so waiting for that thread puts the
-    ack before the turn's first event. (A test client runs handlers on the main thread.)"""
+    ack before the turn's first event. (A test client runs handlers on the main thread.)
+    `then` runs after the work, or at once if the threads have been shut down."""
     handler = threading.current_thread()
 
     def run():
-        if handler is not threading.main_thread():
-            handler.join(timeout=2.0)
-        work()
+        try:
+            if handler is not threading.main_thread():
+                handler.join(timeout=2.0)
+            work()
+        finally:
+            then()
 
-    turn_threads.submit(run)
+    try:
+        turn_threads.submit(run)
+    except RuntimeError:  # shut down meanwhile: the stored message is recovered on reconnect
+        log.warning("a chat turn was acknowledged as the server stopped; it was not run")
+        then()
 
 
 def _user(store, token: str | None, lifetime: float) -> dict | None:
@@ -260,6 +269,8 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
     @socketio.on("connect")
     def on_connect(auth=None):
         sornmemory, token = services(), session_token()
+        if sornmemory.stop.stopping:
+            raise ConnectionRefusedError(stopping_ack()["error"])
         user = sornmemory.store_threads.submit(
             _user, sornmemory.store, token, session_lifetime()).result()
         if user is None:
@@ -283,9 +294,21 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
                 result = getattr(sornmemory.turns, turn_method)(user["id"], _payload(args))
                 return result if starts_work else (result, None)
 
-            ack, work = sornmemory.store_threads.submit(act).result()
+            stop = sornmemory.stop
+            if starts_work and not stop.admit():  # a graceful stop has begun
+                return stopping_ack()
+            work = None
+            try:
+                ack, work = sornmemory.store_threads.submit(act).result()
+            except RuntimeError:  # the store threads were shut down: the app is closing
+                if not stop.stopping:
+                    raise
+                return stopping_ack()
+            finally:
+                if starts_work and work is None:
+                    stop.finished()
             if work is not None:
-                _after_ack(sornmemory.turn_threads, work)
+                _after_ack(sornmemory.turn_threads, work, then=stop.finished)
             return ack
 
         return handler
