@@ -20,12 +20,22 @@ export function setupAuth(root, onSignedIn) {
       onSignedIn(user);
     } catch (failure) {
       say(error, failure.message);
+      if (failure.code === "signup_closed") showSignup(root); // closed since the page loaded
       form.password.select();
     } finally {
       form.removeAttribute("aria-busy");
       for (const button of form.querySelectorAll("button")) button.disabled = false;
     }
   });
+}
+
+/** Offer "Create account" only when sign-up is open (a server with no account yet always
+ * is: its first account is the admin); when closed, say so instead. */
+export async function showSignup(root) {
+  const state = await request("GET", "/api/auth/signup").catch(() => ({ signup: "open" }));
+  const closed = state.signup === "closed";
+  $("#auth-register", root).hidden = closed;
+  $("#auth-signup-closed", root).hidden = !closed;
 }
 
 /** The signed-in user, or null (401). */

@@ -1,6 +1,7 @@
 // Boot: who is signed in, then wire the chat, memory and network views to one socket.
+import { AdminView } from "./admin.js";
 import { request } from "./api.js";
-import { currentUser, setupAuth } from "./auth.js";
+import { currentUser, setupAuth, showSignup } from "./auth.js";
 import { Chat } from "./chat.js";
 import { $, say } from "./dom.js";
 import { MemoryView } from "./memory.js";
@@ -18,6 +19,7 @@ const narrow = window.matchMedia("(max-width: 899px)");
 
 const network = new NetworkView(document);
 const memoryView = new MemoryView(document);
+let adminView = null; // the admin's only
 let chat = null;
 
 function showView(view) {
@@ -28,6 +30,7 @@ function showView(view) {
     tab.tabIndex = selected ? 0 : -1;
   }
   if (view === "memory") memoryView.search($("#memory-query").value.trim());
+  if (view === "admin") adminView?.load();
   network.invalidate();
 }
 
@@ -85,6 +88,7 @@ function showAuth(message) {
   $("#app").hidden = true;
   $("#auth").hidden = false;
   say($("#auth-error"), message);
+  showSignup(document);
   $("#auth-username").focus();
 }
 
@@ -93,6 +97,11 @@ function start(user) {
   $("#auth").hidden = true;
   $("#app").hidden = false;
   $("#user-name").textContent = user.username;
+  if (user.is_admin) {
+    adminView = new AdminView(document);
+    $("#user-admin").hidden = false;
+    $("[role=tab][data-view=admin]").hidden = false;
+  }
   const socket = connect({
     onStatus: setConnection,
     onReconnected: () => {

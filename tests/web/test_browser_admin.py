@@ -1,0 +1,123 @@
+"""The admin in the browser: who is admin, the sign-up switch and the accounts, what the
+sign-in screen says when sign-up is closed, and a chat sent while the server stops. Headless
+Chromium against the real server, with the browser, page and helpers of test_browser.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.support.fake_nim import FakeNIM
+from tests.web import test_browser as ui
+from tests.web.conftest import start_server, stop_server
+from tests.web.test_engine_restart import wait_until
+
+pytestmark = pytest.mark.browser
+
+browser = ui.browser  # the module's Chromium, shared by the tests here
+page = ui.page  # a fresh context per test; fails the test on uncaught page errors
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    """A server of this module's own (overriding conftest's), so its first account, the
+    admin, is registered here."""
+    with FakeNIM() as nim:
+        server = start_server(tmp_path_factory.mktemp("admin-ui"), nim)
+        yield server
+        stop_server(server)
+
+
+def signup_switch(page: Page):
+    return page.get_by_role("checkbox", name="Anyone who reaches this server can create")
+
+
+def test_the_admin_closes_sign_up_and_the_sign_in_screen_says_so(
+    page: Page, browser: Browser, live_server
+) -> None:
+    ui.register(page, live_server.url, "boss")  # the first account
+    expect(page.locator("#user-admin")).to_have_text("admin")
+    page.get_by_role("tab", name="Admin").click()
+    expect(signup_switch(page)).to_be_checked()
+    expect(page.locator("#admin-users tr")).to_have_count(1)
+    expect(page.locator("#admin-users tr").first).to_contain_text("boss")
+    expect(page.locator("#admin-users tr").first).to_contain_text("admin")
+
+    signup_switch(page).uncheck()
+    expect(page.locator("#admin-signup-note")).to_contain_text("Closed")
+    visitor = browser.new_context().new_page()
+    try:
+        visitor.goto(live_server.url)
+        expect(visitor.get_by_text("Sign-up is closed on this server")).to_be_visible()
+        expect(visitor.get_by_role("button", name="Create account")).to_be_hidden()
+        expect(visitor.get_by_role("button", name="Log in")).to_be_visible()
+
+        signup_switch(page).check()
+        expect(page.locator("#admin-signup-note")).to_contain_text("Open")
+        visitor.reload()
+        expect(visitor.get_by_text("Sign-up is closed on this server")).to_be_hidden()
+        ui.register(visitor, live_server.url, "guest")
+        expect(visitor.get_by_role("tab", name="Memory")).to_be_visible()
+        expect(visitor.get_by_role("tab", name="Admin")).to_have_count(0)  # not the admin
+        expect(visitor.locator("#user-admin")).to_be_hidden()
+    finally:
+        visitor.context.close()
+
+    page.get_by_role("tab", name="Memory").click()
+    page.get_by_role("tab", name="Admin").click()  # shown again: the accounts are fetched again
+    expect(page.locator("#admin-users tr")).to_have_count(2)
+    expect(page.locator("#admin-users tr").last).to_contain_text("guest")
+    expect(page.locator("#admin-users tr").last).to_contain_text("user")
+    ui.shoot(page, "admin.png")
+
+
+def test_sign_up_set_by_the_server_configuration_is_shown_read_only(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with FakeNIM() as nim:
+        server = start_server(tmp_path, nim, SORNMEMORY_SIGNUP="closed")
+        context = browser.new_context(viewport={"width": 1360, "height": 860})
+        try:
+            page = context.new_page()
+            ui.register(page, server.url, "operator")  # the first account may always register
+            page.get_by_role("tab", name="Admin").click()
+            expect(signup_switch(page)).not_to_be_checked()
+            expect(signup_switch(page)).to_be_disabled()
+            expect(page.locator("#admin-signup-note")).to_contain_text(
+                "Set by the server's configuration (SORNMEMORY_SIGNUP)")
+        finally:
+            context.close()
+            stop_server(server)
+
+
+def test_a_message_sent_while_the_server_stops_stays_in_the_box_with_the_reason(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with FakeNIM() as nim:
+        server = start_server(tmp_path, nim)
+        context = browser.new_context(viewport={"width": 1360, "height": 860})
+        try:
+            writing = context.new_page()
+            ui.register(writing, server.url, "hurried")
+            other_tab = context.new_page()  # the same login, idle
+            other_tab.goto(server.url)
+            expect(other_tab.locator("#connection")).to_have_attribute("data-state", "connected")
+            nim.reply = " ".join(f"word{k}" for k in range(100))
+            nim.mode, nim.drip_interval = "drip", 0.05  # a reply of ~5 s keeps the server up
+            writing.get_by_label("Message", exact=True).fill("Tell me everything")
+            writing.get_by_label("Message", exact=True).press("Enter")
+            expect(writing.locator(".message.assistant .markdown")).to_contain_text("word3")
+
+            server.process.terminate()  # a graceful stop (SIGTERM), as systemd sends
+            wait_until(lambda: "new chats are refused" in server.log(), timeout=10)
+            composer = other_tab.get_by_label("Message", exact=True)
+            composer.fill("One more thing")
+            composer.press("Enter")
+            expect(other_tab.get_by_role("alert")).to_contain_text("The server is restarting")
+            expect(composer).to_have_value("One more thing")  # kept, to send again
+            expect(other_tab.locator(".message")).to_have_count(0)
+        finally:
+            context.close()
+            stop_server(server)
