@@ -12,12 +12,10 @@ from tests.web.conftest import PASSWORD, register, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A server of our own, so that the first account (the admin) is ours."""
-    with FakeNIM() as nim:
-        started = start_server(tmp_path_factory.mktemp("admin"), nim)
-        yield started
-        stop_server(started)
+def server(live_server):
+    """The module's own server (live_server is one per module): its first account, the
+    admin, is registered here."""
+    return live_server
 
 
 @pytest.fixture(scope="module")
