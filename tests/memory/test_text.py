@@ -2,13 +2,26 @@
 
 import pytest
 
-from webapp.memory.text import MAX_TEXT_CHARS, MemoryInputError, clean_text
+from webapp.memory.text import MAX_TEXT_CHARS, MemoryInputError, clean_text, is_blank
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t \n", "\x00\x01", b"  "])
 def test_empty_or_blank_text_is_refused(text):
     with pytest.raises(MemoryInputError, match="empty"):
         clean_text(text)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \n", "\x00\x01", "\r\x85\x7f "])
+def test_is_blank_says_what_clean_text_refuses_as_empty(text):
+    assert is_blank(text)
+    with pytest.raises(MemoryInputError, match="empty"):
+        clean_text(text)
+
+
+@pytest.mark.parametrize("text", ["a", "\x00a\x00", " x "])
+def test_text_with_something_left_is_not_blank(text):
+    assert not is_blank(text)
+    assert clean_text(text).strip()
 
 
 def test_text_over_the_limit_is_refused_and_the_limit_itself_is_accepted():

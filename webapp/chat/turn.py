@@ -26,6 +26,7 @@ from webapp.chat.prompt import build_prompt
 from webapp.chat.token_batcher import TokenBatcher
 from webapp.engine import EngineError
 from webapp.llm import LLMError
+from webapp.memory.text import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,14 @@ def _field(payload: Any, name: str, *, required: bool = True) -> str | None:
     value = payload.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         raise TurnInputError("bad_request", f"'{name}' must be a non-empty string.")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise TurnInputError("bad_request", f"'{name}' holds invalid characters.") from None
+    if is_blank(value):  # as the memory would find it: nothing to store
+        raise TurnInputError("bad_request", f"'{name}' must be a non-empty string.")
     if name != "text" and len(value) > MAX_ID_CHARS:
         raise TurnInputError("bad_request", f"'{name}' is not a valid id.")
     return value

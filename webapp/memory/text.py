@@ -22,6 +22,16 @@ class MemoryInputError(ValueError):
     """Text that cannot be stored or searched; the message is fit to show a user."""
 
 
+def _without_controls(text: str) -> str:
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def is_blank(text: str) -> bool:
+    """Whether nothing would be left of `text` to store: empty, or only whitespace and
+    control characters once cleaned (the one definition of "empty" for a chat message too)."""
+    return not _without_controls(text).strip()
+
+
 def clean_text(text: str | bytes) -> str:
     """Return the text as it will be stored, or raise MemoryInputError."""
     if isinstance(text, bytes | bytearray):
@@ -35,7 +45,7 @@ def clean_text(text: str | bytes) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise MemoryInputError("The text holds invalid characters (lone surrogates).") from exc
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _without_controls(text)
     if not text.strip():
         raise MemoryInputError("The text is empty.")
     if len(text) > MAX_TEXT_CHARS:
