@@ -81,6 +81,8 @@ def create_app(config: dict | None = None) -> Flask:
         SESSION_COOKIE_NAME="sornmemory_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        # Behind HTTPS the browser then never sends the cookie over plain HTTP.
+        SESSION_COOKIE_SECURE=settings["SORNMEMORY_SECURE_COOKIES"],
         # The cookie lasts as long as the server-side session it carries (auth.py).
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings["SORNMEMORY_SESSION_SECONDS"]),
         # Set the cookie only when the session changes: a request still in flight during a

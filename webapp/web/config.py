@@ -18,7 +18,9 @@ DEFAULTS = {
     "SORNMEMORY_THREADS": "100",  # gunicorn threads: each open WebSocket holds one
     "SORNMEMORY_ENGINE_HANG": "20",  # seconds an engine may owe an answer silently
     "SORNMEMORY_SESSION_SECONDS": str(30 * 24 * 3600),  # a login lasts 30 days
+    "SORNMEMORY_SECURE_COOKIES": "0",  # 1: the session cookie is sent over HTTPS only
 }
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 class ConfigError(ValueError):
@@ -42,9 +44,18 @@ def load_settings(overrides: Mapping | None = None, environ: Mapping | None = No
     if signup not in (None, "open", "closed"):
         raise ConfigError("SORNMEMORY_SIGNUP must be 'open' or 'closed'")
     settings["SORNMEMORY_SIGNUP"] = signup
+    settings["SORNMEMORY_SECURE_COOKIES"] = flag(settings, "SORNMEMORY_SECURE_COOKIES")
     if not settings.get("SECRET_KEY"):
         settings["SECRET_KEY"] = _stored_secret_key(data_dir / "secret_key")
     return settings
+
+
+def flag(settings: Mapping, name: str) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off (any case)."""
+    raw = str(settings.get(name, "")).strip().lower()
+    if raw not in TRUE + FALSE:
+        raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+    return raw in TRUE
 
 
 def positive_int(settings: Mapping, name: str, default: int) -> int:
