@@ -13,10 +13,10 @@ from webapp.web.config import ConfigError, load_settings
 
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory):
-    """A server configured as for HTTPS."""
+    """A server configured as for HTTPS, with the default sign-up limit."""
     with FakeNIM() as nim:
         server = start_server(tmp_path_factory.mktemp("https"), nim,
-                              SORNMEMORY_SECURE_COOKIES="1")
+                              SORNMEMORY_SECURE_COOKIES="1", SORNMEMORY_SIGNUPS_PER_HOUR="10")
         yield server
         stop_server(server)
 
@@ -50,7 +50,23 @@ def test_the_secure_cookie_setting_reads_on_and_off(tmp_path, raw, expected):
 
 @pytest.mark.parametrize("settings, problem", [
     ({"SORNMEMORY_SECURE_COOKIES": "maybe"}, "SORNMEMORY_SECURE_COOKIES"),
+    ({"SORNMEMORY_SIGNUPS_PER_HOUR": "0"}, "SORNMEMORY_SIGNUPS_PER_HOUR"),
 ])
 def test_bad_account_settings_are_named(tmp_path, settings, problem):
     with pytest.raises(ConfigError, match=problem):
         load_settings({"SORNMEMORY_DATA": str(tmp_path), **settings}, environ={})
+
+
+def test_one_address_registers_at_most_ten_accounts_an_hour(https_server):
+    url = https_server.url
+    answers = [sign_up(url, f"spam{i}").status_code for i in range(12)]
+    made = answers.count(201)
+    assert answers == [201] * made + [429] * (12 - made)
+    assert signed_up[url] == 10  # with those the other tests made from this address
+    refused = sign_up(url, "spam-late")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_signups"
+    assert "hour" in refused.json()["error"]["message"]
+    taken = requests.post(f"{url}/api/auth/login",  # logging in is not limited by it
+                          json={"username": "spam0", "password": PASSWORD}, timeout=10)
+    assert taken.status_code == 200

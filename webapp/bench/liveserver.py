@@ -80,6 +80,7 @@ def start_server(data_dir: Path, nim_base_url: str, log_path: Path, port: int | 
         "NIM_BASE_URL": nim_base_url,
         "NVIDIA_API_KEY": "nvapi-loadtest-key",
         "NIM_READ_TIMEOUT": "5",
+        "SORNMEMORY_SIGNUPS_PER_HOUR": "100000",  # its many users all sign up from 127.0.0.1
         **env,
     }
     environ.pop("SECRET_KEY", None)  # kept in the data dir: sessions survive a restart

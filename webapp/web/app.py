@@ -116,6 +116,7 @@ def create_app(config: dict | None = None) -> Flask:
         turn_threads=ThreadPoolExecutor(settings["SORNMEMORY_THREADS"],
                                         thread_name_prefix="turn"),
         stop=GracefulStop(),
+        signups=auth.Throttle(auth.SIGNUP_WINDOW_SECONDS),
     )
     atexit.register(close_app, app)
 

@@ -37,18 +37,21 @@ LOGIN_ATTEMPTS, LOGIN_WINDOW_SECONDS = 10, 300
 # Failed logins from one address on any usernames (password spraying: one guess per account).
 ADDRESS_LOGIN_ATTEMPTS = 100
 THROTTLE_MAX_KEYS = 10_000  # past this many tracked (address, username) pairs, forget stale ones
+SIGNUP_WINDOW_SECONDS = 3600  # SORNMEMORY_SIGNUPS_PER_HOUR accounts per address in this window
 
 
-class LoginThrottle:
-    """Failed logins per key in a sliding window: the login route keys them by (address,
-    username) and by (address, "") for all usernames together."""
+class Throttle:
+    """Events per key in a sliding window of `window_seconds`: failed logins, which the
+    login route keys by (address, username) and by (address, "") for all usernames
+    together; and accounts registered, keyed by (address, "")."""
 
-    def __init__(self):
+    def __init__(self, window_seconds: float = LOGIN_WINDOW_SECONDS):
+        self.window_seconds = window_seconds
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()
 
     def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        recent = [t for t in self._failures.get(key, []) if now - t < LOGIN_WINDOW_SECONDS]
+        recent = [t for t in self._failures.get(key, []) if now - t < self.window_seconds]
         if recent:
             self._failures[key] = recent
         else:
@@ -59,13 +62,13 @@ class LoginThrottle:
         with self._lock:
             return len(self._recent(key, time.monotonic())) >= limit
 
-    def failed(self, key: tuple[str, str]) -> None:
+    def record(self, key: tuple[str, str]) -> None:
         with self._lock:
             now = time.monotonic()
             self._failures[key] = [*self._recent(key, now), now]
             if len(self._failures) > THROTTLE_MAX_KEYS:  # many names guessed: stay bounded
                 for stale in [k for k, times in self._failures.items()
-                              if now - times[-1] >= LOGIN_WINDOW_SECONDS]:
+                              if now - times[-1] >= self.window_seconds]:
                     del self._failures[stale]
 
     def succeeded(self, key: tuple[str, str]) -> None:
@@ -73,7 +76,7 @@ class LoginThrottle:
             self._failures.pop(key, None)
 
 
-_throttle = LoginThrottle()
+_throttle = Throttle()
 
 # A password hash (werkzeug's scrypt) takes 32 MiB and a core for ~0.1 s: more at once
 # only queue for the cores, and 80 logins at once, from anyone, took 1.9-2.1 GB.
@@ -148,7 +151,11 @@ def register():
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise ApiError(400, "invalid_password",
                        f"Passwords are {PASSWORD_MIN} to {PASSWORD_MAX} characters long.")
-    store = services().store
+    store, signups = services().store, services().signups
+    address_key = (request.remote_addr or "", "")
+    if signups.blocked(address_key, services().settings["SORNMEMORY_SIGNUPS_PER_HOUR"]):
+        raise ApiError(429, "too_many_signups",
+                       "Too many accounts were made from your address; try again in an hour.")
     password_hash = hash_password(password)
     with _register_lock:
         if not registration_open():  # a closed server still accepts its first account
@@ -157,6 +164,7 @@ def register():
         if store.get_user(username) is not None:
             raise ApiError(409, "username_taken", "That username is taken.")
         user_id = store.create_user(username, password_hash, is_admin=first)
+        signups.record(address_key)
     user = store.get_user_by_id(user_id)
     _log_in(user)
     return jsonify({"user": public_user(user)}), 201
@@ -184,8 +192,8 @@ def login():
     user = services().store.get_user(username)
     valid = password_matches(user["password_hash"] if user else _DUMMY_HASH, password)
     if user is None or not valid:
-        _throttle.failed(key)
-        _throttle.failed(address_key)
+        _throttle.record(key)
+        _throttle.record(address_key)
         raise ApiError(401, "bad_credentials", "Wrong username or password.")
     _throttle.succeeded(key)
     _log_in(user)

@@ -18,6 +18,7 @@ DEFAULTS = {
     "SORNMEMORY_THREADS": "100",  # gunicorn threads: each open WebSocket holds one
     "SORNMEMORY_ENGINE_HANG": "20",  # seconds an engine may owe an answer silently
     "SORNMEMORY_SESSION_SECONDS": str(30 * 24 * 3600),  # a login lasts 30 days
+    "SORNMEMORY_SIGNUPS_PER_HOUR": "10",  # accounts one address may register in an hour
     "SORNMEMORY_SECURE_COOKIES": "0",  # 1: the session cookie is sent over HTTPS only
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -37,6 +38,8 @@ def load_settings(overrides: Mapping | None = None, environ: Mapping | None = No
     settings["SORNMEMORY_WORKERS"] = positive_int(settings, "SORNMEMORY_WORKERS", cpus)
     settings["SORNMEMORY_ENGINE_IDLE"] = float(settings["SORNMEMORY_ENGINE_IDLE"])
     settings["SORNMEMORY_THREADS"] = positive_int(settings, "SORNMEMORY_THREADS", 100)
+    settings["SORNMEMORY_SIGNUPS_PER_HOUR"] = positive_int(
+        settings, "SORNMEMORY_SIGNUPS_PER_HOUR", int(DEFAULTS["SORNMEMORY_SIGNUPS_PER_HOUR"]))
     for name in ("SORNMEMORY_ENGINE_HANG", "SORNMEMORY_SESSION_SECONDS"):
         settings[name] = positive_seconds(settings, name, float(DEFAULTS[name]))
     # Unset (None): an admin decides in the app (webapp/web/signup.py); set: it does.

@@ -23,6 +23,7 @@ class Services:
     store_threads: ThreadPoolExecutor
     turn_threads: ThreadPoolExecutor
     stop: Any  # webapp.web.shutdown.GracefulStop: turns under way, and none after a stop
+    signups: Any  # webapp.web.auth.Throttle: accounts registered per address
 
 
 def services() -> Services:
