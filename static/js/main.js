@@ -1,5 +1,6 @@
 // Boot: who is signed in, then wire the chat, memory and network views to one socket.
 import { AdminView } from "./admin.js";
+import { setupAccount, takeNotice } from "./account.js";
 import { request } from "./api.js";
 import { currentUser, setupAuth, showSignup } from "./auth.js";
 import { Chat } from "./chat.js";
@@ -87,6 +88,7 @@ function showAuth(message) {
   $("#boot").hidden = true;
   $("#app").hidden = true;
   $("#auth").hidden = false;
+  say($("#auth-notice"), takeNotice());
   say($("#auth-error"), message);
   showSignup(document);
   $("#auth-username").focus();
@@ -139,6 +141,7 @@ async function logout() {
 
 setupAuth(document, start);
 setupTabs();
+setupAccount(document);
 $("#logout").addEventListener("click", logout);
 document.addEventListener("memorychange", refreshNetwork);
 currentUser().then((user) => (user ? start(user) : showAuth()), (error) => showAuth(error.message));

@@ -7,6 +7,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -123,10 +124,13 @@ def test_a_batch_holds_at_most_batch_stores(worker):
 
 
 def test_a_bad_store_fails_alone_and_the_rest_of_its_batch_is_stored(worker):
-    engines, inbox, send, (a, b, _) = worker
+    engines, inbox, send, (a, b, ghost) = worker
+    engines.memory(ghost)  # loaded, then its account row goes: its episode cannot be written
+    with sqlite3.connect(engines.settings.db_path) as conn:
+        conn.execute("DELETE FROM users WHERE id = ?", (ghost,))
     send((a, "store", {"text": "Anna plays the cello"}),
          (a, "store", {"text": "x" * 20_001}),  # refused before learning
-         (999, "store", {"text": "no such user"}),  # fails the transaction
+         (ghost, "store", {"text": "no such user"}),  # fails the transaction
          (b, "store", {"text": "Bruno grows tomatoes", "external_id": "m1"}),
          (b, "store", {"text": "Bruno grows tomatoes", "external_id": "m1"}))
     (replies,) = serve_all(engines, inbox)

@@ -44,9 +44,10 @@ HANG_SECONDS = 20.0
 # Until its first answer a new worker is starting: imports, compiling the network kernel
 # on a cold cache (measured 4.9 s, 0.6 s when cached) and a warm-up store.
 STARTUP_SECONDS = 120.0
-# An import learns a whole memory in one command and an export reads one: they may take
-# as long as the web waits for them (api.IMPORT_TIMEOUT_SECONDS).
-BULK_OPS, BULK_SECONDS = frozenset({"import", "export"}), 600.0
+# An import learns a whole memory in one command, an export reads one and deleting an
+# account deletes one: they may take as long as the web waits for them
+# (api.IMPORT_TIMEOUT_SECONDS).
+BULK_OPS, BULK_SECONDS = frozenset({"import", "export", "delete_account"}), 600.0
 
 
 class _Outbox:

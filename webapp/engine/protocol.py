@@ -20,7 +20,8 @@ import pickle
 from typing import Any
 
 # Operations a worker understands; args are keyword arguments of the matching Memory call.
-OPS = frozenset({"store", "recall", "delete", "export", "import", "stats"})
+# "delete_account" is the one exception: it deletes the user (see worker.Engines).
+OPS = frozenset({"store", "recall", "delete", "export", "import", "stats", "delete_account"})
 
 
 class EngineError(Exception):

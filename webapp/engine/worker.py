@@ -30,8 +30,8 @@ from webapp.engine import protocol
 from webapp.engine.frames import encode_frames
 from webapp.engine.heap import release_free_memory
 from webapp.memory import Memory, MemoryInputError, Store, commit_stores, learn_stores
-from webapp.memory.network import EpisodeNetwork, SpikeCallback
-from webapp.memory.store import NewEpisode
+from webapp.memory.network import EpisodeNetwork, SpikeCallback, remove_snapshots
+from webapp.memory.store import LastAdminError, NewEpisode
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class WorkerSettings:
     batch_steps: int = 512  # ... and at most about this many network steps (~5 ms)
 
 
+class UnknownUserError(LookupError):
+    """A command for a user id with no account (deleted while the command was on its way)."""
+
+
 class Engines:
     """The memories one worker holds, keyed by user id, and the commands on them."""
 
@@ -86,6 +90,8 @@ class Engines:
 
     def memory(self, user_id: int) -> Memory:
         if user_id not in self.memories:
+            if self.store.get_user_by_id(user_id) is None:  # e.g. a turn of a deleted account
+                raise UnknownUserError(f"There is no user {user_id}.")
             while len(self.memories) >= max(1, self.settings.max_resident):
                 self.evict(next(iter(self.last_used)))
             self.memories[user_id] = Memory(self.store, user_id, self.settings.network_dir)
@@ -151,6 +157,19 @@ class Engines:
         self.unconsolidated.add(user_id)
         return counts
 
+    def op_delete_account(self, user_id) -> dict:
+        """Drop the user's memory unsaved (nothing re-saves it: housekeeping sees only
+        loaded memories, and `memory` loads none for a user that is gone), delete its
+        network snapshots, then every row of the user (Store.delete_user). Files first: if
+        the worker dies in between, the account still exists, its network replays from its
+        episodes, and the deletion can be asked for again."""
+        self.memories.pop(user_id, None)
+        self.last_used.pop(user_id, None)
+        self.unconsolidated.discard(user_id)
+        self.heap_to_trim = True
+        files = remove_snapshots(self.settings.network_dir, user_id)
+        return {"deleted": self.store.delete_user(user_id), "snapshots_removed": files}
+
     def op_stats(self, user_id) -> dict:
         mem = self.memory(user_id)
         sizes = {"neurons_e": mem.network.config.n_e, "neurons_i": mem.network.config.n_i}
@@ -192,6 +211,10 @@ def failure(cmd: dict, exc: Exception) -> dict:
     """The reply to a command that raised: the user's input, or (logged) our fault."""
     if isinstance(exc, MemoryInputError):
         return protocol.failure(cmd["id"], "bad_input", str(exc))
+    if isinstance(exc, LastAdminError):
+        return protocol.failure(cmd["id"], "last_admin", str(exc))
+    if isinstance(exc, UnknownUserError):
+        return protocol.failure(cmd["id"], "unknown_user", str(exc))
     log.error("engine command %s failed:\n%s", cmd["op"],
               "".join(traceback.format_exception(exc)))
     return protocol.failure(cmd["id"], "engine_error", f"The memory engine failed on {cmd['op']}.")

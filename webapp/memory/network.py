@@ -44,6 +44,18 @@ EVOKE_STEPS = 2  # free steps after each query token, read out as the network's 
 _SNAPSHOT = re.compile(r"user(\d+)-ep(\d+)\.npz")
 
 
+def remove_snapshots(directory: str | Path, user_id: int) -> int:
+    """Delete every snapshot file of the user's network, and any a crash left half-written
+    (".user7-ep12.npz.*.tmp"), when the account is deleted; returns how many."""
+    removed = 0
+    for path in Path(directory).glob(f"*user{user_id}-ep*"):
+        match = _SNAPSHOT.match(path.name.removeprefix("."))
+        if match and int(match.group(1)) == user_id:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 class EpisodeNetwork:
     """One user's SORN, its token encoder and its snapshot files."""
 

@@ -280,6 +280,17 @@ class IndexRead:
     mean_trace: np.ndarray | None  # the average trace of the episodes (None before one)
 
 
+class LastAdminError(ValueError):
+    """Deleting this account would leave the other accounts without an admin."""
+
+
+def _is_last_admin(conn: sqlite3.Connection, user_id: int) -> bool:
+    admins, users = conn.execute(
+        "SELECT SUM(CASE WHEN is_admin THEN 1 ELSE 0 END), COUNT(*) FROM users").fetchone()
+    admin = conn.execute("SELECT is_admin FROM users WHERE id = ?", (user_id,)).fetchone()
+    return bool(admin and admin[0]) and admins == 1 and users > 1
+
+
 class BatchAborted(sqlite3.OperationalError):
     """A write inside `Store.batch()` failed so that SQLite rolled back the whole batch
     (disk full, I/O error): none of the batch's writes holds."""
@@ -370,6 +381,9 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows (a memory, an account) are overwritten with zeros, not left
+            # readable in free space of the file (docs/MEMORY.md, "Deleting").
+            conn.execute("PRAGMA secure_delete=ON")
             conn.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT_SECONDS * 1000)}")
             self._local.conn = conn
             with self._lock:
@@ -525,6 +539,39 @@ class Store:
                          "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
 
     # -- login sessions -------------------------------------------------------------
+
+    def is_last_admin(self, user_id: int) -> bool:
+        """Whether the user is the only admin while other accounts exist (deleting it
+        would leave them without one; a server with no accounts left gets its admin from
+        the next sign-up)."""
+        return _is_last_admin(self._connection(), user_id)
+
+    def delete_user(self, user_id: int) -> bool:
+        """Delete an account and everything of it (episodes, index, totals, messages,
+        conversations, sessions, the user row) in one transaction, then empty the WAL into
+        the database, so no old page image of the rows stays in either file (with
+        secure_delete, freed space is zeroed). False when there is no such user; raises
+        LastAdminError (nothing deleted) when it is the last admin of other users."""
+        with self._transaction() as conn:
+            if _is_last_admin(conn, user_id):
+                raise LastAdminError("The only admin cannot delete their account while "
+                                     "other accounts exist.")
+            for table in ("postings", "memory_traces", "memory_totals", "episodes",
+                          "messages", "conversations", "sessions"):
+                conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+            deleted = conn.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0
+        self.truncate_wal()
+        return deleted
+
+    def truncate_wal(self) -> bool:
+        """Checkpoint the WAL into the database and truncate it to zero bytes (waiting
+        for readers as for a write); False when a reader kept it from completing."""
+        conn = self._connection()
+        with self._write_turn.held():
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("%s: the WAL could not be truncated (readers were busy)", self.path)
+        return not busy
 
     def create_session(self, user_id: int, token: str, lifetime: float) -> None:
         """Record a login under `token`; sessions older than `lifetime` seconds (any

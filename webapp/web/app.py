@@ -21,7 +21,7 @@ from webapp.chat.turn import ChatTurn
 from webapp.engine import EnginePool, WorkerSettings
 from webapp.llm import make_client
 from webapp.memory import Store
-from webapp.web import admin, api, auth, client_json
+from webapp.web import account, admin, api, auth, client_json
 from webapp.web.config import load_settings
 from webapp.web.errors import register_error_handlers
 from webapp.web.relay import SpikeRelay
@@ -126,6 +126,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(account.bp)
     register_events(app, socketio)
 
     @app.get("/")

@@ -176,6 +176,18 @@ def signup():
     return jsonify({"signup": "open" if registration_open() else "closed"})
 
 
+def confirm_password(user: dict, password: str) -> None:
+    """The logged-in user's password, asked again before an account change; wrong ones
+    count as failed logins (a stolen session must not become a way to guess it)."""
+    key = (request.remote_addr or "", user["username"])
+    if _throttle.blocked(key, LOGIN_ATTEMPTS):
+        raise ApiError(429, "too_many_attempts",
+                       "Too many wrong passwords; wait a few minutes and try again.")
+    if len(password) > PASSWORD_MAX or not password_matches(user["password_hash"], password):
+        _throttle.record(key)
+        raise ApiError(403, "wrong_password", "That is not your current password.")
+
+
 @bp.post("/login")
 def login():
     username, password = credentials()

@@ -13,7 +13,7 @@ from webapp.engine import EngineError
 log = logging.getLogger(__name__)
 
 # How an engine failure reads over HTTP.
-ENGINE_STATUS = {"bad_input": 400, "not_found": 404, "timeout": 504}
+ENGINE_STATUS = {"bad_input": 400, "not_found": 404, "last_admin": 409, "timeout": 504}
 
 
 class ApiError(Exception):

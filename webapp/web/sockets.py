@@ -22,6 +22,7 @@ from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 
 from webapp.chat.turn import ack_error
+from webapp.web.account import logins_revoked
 from webapp.web.auth import session_ended, session_lifetime, session_token, session_user
 from webapp.web.services import services
 from webapp.web.shutdown import stopping_ack
@@ -39,7 +40,12 @@ def user_room(user_id: int) -> str:
 
 def session_room(token: str) -> str:
     """Named by a digest: the token itself stays out of the server's bookkeeping."""
-    return "session:" + hashlib.sha256(token.encode()).hexdigest()
+    return session_room_of_hash(hashlib.sha256(token.encode()).hexdigest())
+
+
+def session_room_of_hash(token_hash: str) -> str:
+    """The room of the session whose token has this SHA-256 (as the store keeps it)."""
+    return "session:" + token_hash
 
 
 class UserEmitter:
@@ -130,8 +136,13 @@ def _user(store, token: str | None, lifetime: float) -> dict | None:
 
 def close_session_sockets(socketio: SocketIO, token: str) -> None:
     """Disconnect every socket opened with that login session's cookie."""
+    close_room_sockets(socketio, session_room(token))
+
+
+def close_room_sockets(socketio: SocketIO, room: str) -> None:
+    """Disconnect every socket in the room."""
     server = socketio.server
-    for sid, _ in list(server.manager.get_participants("/", session_room(token))):
+    for sid, _ in list(server.manager.get_participants("/", room)):
         server.disconnect(sid, namespace="/")
 
 
@@ -321,6 +332,14 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
     def close_session_connections(sender, token: str) -> None:
         """A logout: the connections opened with that session stop receiving at once."""
         close_session_sockets(socketio, token)
+
+    @logins_revoked.connect_via(app)
+    def close_revoked_connections(sender, user_id: int, token_hashes: list[str] | None) -> None:
+        """A password change (the other sessions) or a deleted account (all of them)."""
+        rooms = ([user_room(user_id)] if token_hashes is None
+                 else [session_room_of_hash(token_hash) for token_hash in token_hashes])
+        for room in rooms:
+            close_room_sockets(socketio, room)
 
     @socketio.on_error_default
     def on_error(exc):

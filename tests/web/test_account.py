@@ -1,0 +1,102 @@
+"""A user's own account on the real server: deleting it with everything it holds (rows,
+network files, the loaded memory, open sockets)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.fake_nim import FakeNIM
+from tests.web.conftest import PASSWORD, UserSocket, register, start_server, stop_server
+from webapp.memory.memory import EXPORT_FORMAT, EXPORT_VERSION
+
+SENTINEL = "zanzibarquokka"  # a word only the deleted user ever wrote
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A server of its own (its files are read raw), whose first account is its admin."""
+    with FakeNIM() as nim:
+        live = start_server(tmp_path_factory.mktemp("account"), nim)
+        register(live.url, "root")
+        yield live
+        stop_server(live)
+
+
+def raw_database(data_dir: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in data_dir.glob("sornmemory.db*"))
+
+
+def snapshots(data_dir: Path, user_id: int) -> list[Path]:
+    return [p for p in (data_dir / "networks").glob(f"*user{user_id}-ep*")
+            if p.name.lstrip(".").split("-")[0] == f"user{user_id}"]
+
+
+def wait_until(condition, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def user_id(session: requests.Session, url: str) -> int:
+    return session.get(f"{url}/api/auth/me", timeout=10).json()["user"]["id"]
+
+
+def export_of(texts: list[str]) -> dict:
+    return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+            "episodes": [{"id": i + 1, "text": t, "role": "user", "timestamp": 1.7e9 + i}
+                         for i, t in enumerate(texts)]}
+
+
+def test_deleting_an_account_leaves_nothing_of_it_and_frees_the_name(server):
+    url, data = server.url, server.data_dir
+    stayer = register(url, "stayer")
+    stayer_socket = UserSocket(url, stayer)
+    stayer_socket.chat("I keep honeybees on the roof.", timeout=60)
+    leaver = register(url, "leaver")
+    leaver_id = user_id(leaver, url)
+    leaver_socket = UserSocket(url, leaver)
+    leaver_socket.chat(f"My secret password hint is {SENTINEL}.", timeout=60)
+    notes = [f"{SENTINEL} diary entry {i}: " + "rain again " * 20 for i in range(40)]
+    imported = leaver.post(f"{url}/api/memory/import", json=export_of(notes), timeout=60)
+    assert imported.json()["imported"] == 40
+    wait_until(lambda: snapshots(data, leaver_id))  # housekeeping snapshots the network
+    assert SENTINEL.encode() in raw_database(data)
+
+    wrong = leaver.delete(f"{url}/api/account", json={"password": "not it at all"}, timeout=10)
+    assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "wrong_password"
+    gone = leaver.delete(f"{url}/api/account", json={"password": PASSWORD}, timeout=60)
+    assert gone.status_code == 200 and gone.json() == {"deleted": True}
+
+    wait_until(lambda: not leaver_socket.client.connected)
+    assert leaver.get(f"{url}/api/auth/me", timeout=10).status_code == 401
+    time.sleep(4)  # past the engine's quiet time: its housekeeping would save a kept memory
+    assert snapshots(data, leaver_id) == []
+    assert SENTINEL.encode() not in raw_database(data)
+    assert b"honeybees" in raw_database(data)
+
+    again = register(url, "leaver")  # the name is free; the id may well be the same one
+    assert again.get(f"{url}/api/memory", timeout=10).json()["results"] == []
+    assert again.get(f"{url}/api/conversations", timeout=10).json()["conversations"] == []
+    assert again.get(f"{url}/api/network", timeout=30).json()["episodes"] == 0
+    found = again.get(f"{url}/api/memory", params={"q": SENTINEL}, timeout=30).json()
+    assert found["results"] == []
+    assert stayer_socket.client.connected
+    kept = stayer.get(f"{url}/api/memory", params={"q": "honeybees"}, timeout=30).json()
+    assert kept["results"][0]["text"] == "I keep honeybees on the roof."
+    stayer_socket.close()
+
+
+def test_the_only_admin_cannot_delete_their_account_while_others_exist(server):
+    root = requests.Session()
+    assert root.post(f"{server.url}/api/auth/login", timeout=10,
+                     json={"username": "root", "password": PASSWORD}).status_code == 200
+    register(server.url, "someone")
+    refused = root.delete(f"{server.url}/api/account", json={"password": PASSWORD}, timeout=30)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "last_admin"
+    assert root.get(f"{server.url}/api/auth/me", timeout=10).status_code == 200
+

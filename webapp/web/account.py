@@ -1,0 +1,46 @@
+"""The logged-in user's own account: delete it and all its data (the current password is
+asked again).
+
+Deleting the account goes to the user's engine worker (op `delete_account`): it drops the loaded
+memory without saving it, deletes the network snapshots, then every row of the user in
+one transaction (Store.delete_user); then every socket of the user is closed and the
+cookie cleared. The only admin cannot delete their account while other accounts exist
+(409 `last_admin`): they would be left with no admin.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request, session
+from flask.signals import Namespace
+
+from webapp.web import auth
+from webapp.web.errors import ApiError
+from webapp.web.services import services
+
+bp = Blueprint("account", __name__, url_prefix="/api/account")
+
+DELETE_TIMEOUT_SECONDS = 600.0  # a large memory's rows take a while to delete
+# Sent with the app as sender when logins end other than by a logout: `user_id`, and the
+# `token_hashes` of the ended sessions, or None for all of the user's (their sockets close).
+logins_revoked = Namespace().signal("logins-revoked")
+
+
+def _password(name: str) -> str:
+    body = request.get_json(silent=True)
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str):
+        raise ApiError(400, "bad_request", f'Send JSON with "{name}" as text.')
+    return value
+
+
+@bp.delete("")
+def delete_account():
+    auth.confirm_password(g.user, _password("password"))
+    user_id = g.user["id"]
+    if services().store.is_last_admin(user_id):  # checked again in the deletion itself
+        raise ApiError(409, "last_admin", "You are the only admin while other accounts "
+                       "exist; another account must be made admin first.")
+    services().engine.call(user_id, "delete_account", timeout=DELETE_TIMEOUT_SECONDS)
+    logins_revoked.send(current_app._get_current_object(), user_id=user_id, token_hashes=None)
+    session.clear()
+    return jsonify({"deleted": True})
