@@ -1,4 +1,4 @@
-// The Account dialog: delete the account and all its data.
+// The Account dialog: change the password, or delete the account and all its data.
 import { request } from "./api.js";
 import { $, say } from "./dom.js";
 
@@ -33,10 +33,26 @@ export function setupAccount(root) {
   $("#account-open", root).addEventListener("click", () => {
     dialog.replaceChildren($("#account-template", root).content.cloneNode(true));
     $("#account-close", dialog).addEventListener("click", () => dialog.close());
+    $("#password-form", dialog).addEventListener("submit", changePassword);
     $("#delete-form", dialog).addEventListener("submit", deleteAccount);
     dialog.showModal();
   });
   dialog.addEventListener("close", () => dialog.replaceChildren());
+}
+
+function changePassword(event) {
+  event.preventDefault();
+  const form = event.target;
+  const status = $("#password-status", form);
+  say(status, "");
+  busy(form, $("#password-error", form), async () => {
+    const body = { current_password: form.current.value, new_password: form.fresh.value };
+    const { sessions_ended: ended } = await request("POST", "/api/account/password", body);
+    form.reset();
+    say(status, "Password changed." + (ended
+      ? ` ${ended === 1 ? "1 other session was" : `${ended} other sessions were`} logged out.`
+      : ""));
+  });
 }
 
 function deleteAccount(event) {

@@ -1,5 +1,5 @@
 """An account's rows: deleted all at once and overwritten (nothing readable is left in the
-database file or its WAL)."""
+database file or its WAL), and a password change that ends the user's other sessions."""
 
 from __future__ import annotations
 
@@ -80,3 +80,15 @@ def test_the_only_admin_of_other_accounts_cannot_be_deleted(store):
     assert store.delete_user(root) and store.delete_user(other) and store.delete_user(second)
     assert store.count_users() == 0
 
+
+def test_a_password_change_keeps_this_session_and_ends_the_others(store):
+    user, other = store.create_user("ada", "old-hash"), store.create_user("bob", "hash")
+    for token in ("here", "phone", "stolen"):
+        store.create_session(user, token, 3600)
+    store.create_session(other, "bobs", 3600)
+    ended = store.change_password(user, "new-hash", keep_token="here")
+    assert len(ended) == 2
+    assert store.get_user_by_id(user)["password_hash"] == "new-hash"
+    assert store.session_user("here", 3600)["id"] == user
+    assert store.session_user("phone", 3600) is None and store.session_user("stolen", 3600) is None
+    assert store.session_user("bobs", 3600)["id"] == other

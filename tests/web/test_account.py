@@ -1,5 +1,5 @@
 """A user's own account on the real server: deleting it with everything it holds (rows,
-network files, the loaded memory, open sockets)."""
+network files, the loaded memory, open sockets), and changing the password."""
 
 from __future__ import annotations
 
@@ -100,3 +100,32 @@ def test_the_only_admin_cannot_delete_their_account_while_others_exist(server):
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "last_admin"
     assert root.get(f"{server.url}/api/auth/me", timeout=10).status_code == 200
 
+
+def test_a_password_change_needs_the_old_one_and_ends_the_other_sessions(server):
+    url = server.url
+    here = register(url, "changer")
+    elsewhere = requests.Session()
+    assert elsewhere.post(f"{url}/api/auth/login", timeout=10,
+                          json={"username": "changer", "password": PASSWORD}).status_code == 200
+    elsewhere_socket = UserSocket(url, elsewhere)
+    change = f"{url}/api/account/password"
+
+    wrong = here.post(change, json={"current_password": "guess guess",
+                                    "new_password": "a new long one"}, timeout=10)
+    assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "wrong_password"
+    short = here.post(change, json={"current_password": PASSWORD, "new_password": "short"},
+                      timeout=10)
+    assert short.status_code == 400 and short.json()["error"]["code"] == "invalid_password"
+    done = here.post(change, json={"current_password": PASSWORD,
+                                   "new_password": "a new long one"}, timeout=10)
+    assert done.status_code == 200 and done.json()["sessions_ended"] == 1
+
+    assert here.get(f"{url}/api/auth/me", timeout=10).status_code == 200  # this one stays
+    assert elsewhere.get(f"{url}/api/auth/me", timeout=10).status_code == 401
+    wait_until(lambda: not elsewhere_socket.client.connected)
+    old = requests.post(f"{url}/api/auth/login", timeout=10,
+                        json={"username": "changer", "password": PASSWORD})
+    assert old.status_code == 401
+    new = requests.post(f"{url}/api/auth/login", timeout=10,
+                        json={"username": "changer", "password": "a new long one"})
+    assert new.status_code == 200

@@ -1,5 +1,5 @@
-"""The Account dialog in the browser: deleting the account after a confirmation that says
-what goes. Headless Chromium against the real server, with the
+"""The Account dialog in the browser: changing the password, and deleting the account after
+a confirmation that says what goes. Headless Chromium against the real server, with the
 browser, page and helpers of test_browser.py."""
 
 from __future__ import annotations
@@ -55,3 +55,23 @@ def test_deleting_the_account_says_what_goes_and_asks_for_the_password(
         "Your account and all its data were deleted.")
     assert log_in(live_server.url, "farewell", PASSWORD) == 401
 
+
+def test_a_password_change_is_confirmed_and_the_new_password_logs_in(
+        page: Page, live_server) -> None:
+    ui.register(page, live_server.url, "rotator")
+    dialog = open_account(page)
+    dialog.get_by_label("Current password").fill("wrong wrong wrong")
+    dialog.get_by_label("New password").fill("brand new secret")
+    dialog.get_by_role("button", name="Change password").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("not your current password")
+
+    dialog.get_by_label("Current password").fill(PASSWORD)
+    dialog.get_by_label("New password").fill("brand new secret")
+    dialog.get_by_role("button", name="Change password").click()
+    expect(dialog.get_by_role("status")).to_contain_text("Password changed.")
+    expect(dialog.get_by_role("alert")).to_be_hidden()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    assert log_in(live_server.url, "rotator", PASSWORD) == 401
+    assert log_in(live_server.url, "rotator", "brand new secret") == 200

@@ -573,6 +573,21 @@ class Store:
             log.warning("%s: the WAL could not be truncated (readers were busy)", self.path)
         return not busy
 
+    def change_password(self, user_id: int, password_hash: str, keep_token: str) -> list[str]:
+        """Set a new password hash and end the user's other sessions, in one transaction;
+        the session of `keep_token` stays. Returns the ended sessions' token hashes (their
+        sockets are found by them)."""
+        keep = _token_hash(keep_token)
+        with self._transaction() as conn:
+            conn.execute("UPDATE users SET password_hash = ? WHERE id = ?",
+                         (password_hash, user_id))
+            ended = [row[0] for row in conn.execute(
+                "SELECT token_hash FROM sessions WHERE user_id = ? AND token_hash != ?",
+                (user_id, keep))]
+            conn.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash != ?",
+                         (user_id, keep))
+        return ended
+
     def create_session(self, user_id: int, token: str, lifetime: float) -> None:
         """Record a login under `token`; sessions older than `lifetime` seconds (any
         user's) are removed on the way, so the table holds only live ones."""

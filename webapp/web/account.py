@@ -1,7 +1,9 @@
-"""The logged-in user's own account: delete it and all its data (the current password is
-asked again).
+"""The logged-in user's own account: change the password, or delete the account and all
+its data. Both ask for the current password again.
 
-Deleting the account goes to the user's engine worker (op `delete_account`): it drops the loaded
+A password change keeps the session it was made in and ends every other session of the
+user (a thief's copy of a cookie stops working), closing their sockets. Deleting the
+account goes to the user's engine worker (op `delete_account`): it drops the loaded
 memory without saving it, deletes the network snapshots, then every row of the user in
 one transaction (Store.delete_user); then every socket of the user is closed and the
 cookie cleared. The only admin cannot delete their account while other accounts exist
@@ -31,6 +33,18 @@ def _password(name: str) -> str:
     if not isinstance(value, str):
         raise ApiError(400, "bad_request", f'Send JSON with "{name}" as text.')
     return value
+
+
+@bp.post("/password")
+def change_password():
+    current, new = _password("current_password"), _password("new_password")
+    auth.confirm_password(g.user, current)
+    auth.check_new_password(new)
+    ended = services().store.change_password(g.user["id"], auth.hash_password(new),
+                                             auth.session_token())
+    logins_revoked.send(current_app._get_current_object(), user_id=g.user["id"],
+                        token_hashes=ended)
+    return jsonify({"ok": True, "sessions_ended": len(ended)})
 
 
 @bp.delete("")

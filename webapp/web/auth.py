@@ -148,9 +148,7 @@ def register():
     if not USERNAME.fullmatch(username):
         raise ApiError(400, "invalid_username",
                        "Usernames are 3-32 characters: letters a-z, digits, '_', '.' or '-'.")
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise ApiError(400, "invalid_password",
-                       f"Passwords are {PASSWORD_MIN} to {PASSWORD_MAX} characters long.")
+    check_new_password(password)
     store, signups = services().store, services().signups
     address_key = (request.remote_addr or "", "")
     if signups.blocked(address_key, services().settings["SORNMEMORY_SIGNUPS_PER_HOUR"]):
@@ -174,6 +172,13 @@ def register():
 def signup():
     """Public: whether "Create account" can work, for the sign-in screen."""
     return jsonify({"signup": "open" if registration_open() else "closed"})
+
+
+def check_new_password(password: str) -> None:
+    """A password a new account or a password change may set."""
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ApiError(400, "invalid_password",
+                       f"Passwords are {PASSWORD_MIN} to {PASSWORD_MAX} characters long.")
 
 
 def confirm_password(user: dict, password: str) -> None:
