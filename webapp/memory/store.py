@@ -525,21 +525,6 @@ class Store:
             "SELECT id, username, is_admin, created_at FROM users ORDER BY id").fetchall()
         return [_user_row(row) for row in rows]
 
-    # -- server settings ------------------------------------------------------------
-
-    def get_setting(self, name: str) -> str | None:
-        """A server setting's stored value; None when it was never set."""
-        row = self._connection().execute(
-            "SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
-        return None if row is None else row["value"]
-
-    def set_setting(self, name: str, value: str) -> None:
-        with self._transaction() as conn:
-            conn.execute("INSERT INTO settings (name, value) VALUES (?, ?) "
-                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
-
-    # -- login sessions -------------------------------------------------------------
-
     def is_last_admin(self, user_id: int) -> bool:
         """Whether the user is the only admin while other accounts exist (deleting it
         would leave them without one; a server with no accounts left gets its admin from
@@ -587,6 +572,21 @@ class Store:
             conn.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash != ?",
                          (user_id, keep))
         return ended
+
+    # -- server settings ------------------------------------------------------------
+
+    def get_setting(self, name: str) -> str | None:
+        """A server setting's stored value; None when it was never set."""
+        row = self._connection().execute(
+            "SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO settings (name, value) VALUES (?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+
+    # -- login sessions -------------------------------------------------------------
 
     def create_session(self, user_id: int, token: str, lifetime: float) -> None:
         """Record a login under `token`; sessions older than `lifetime` seconds (any
