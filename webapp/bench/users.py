@@ -295,15 +295,20 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+PATH_NAMES = {"network": "networks stepped together", "pool": "whole store path"}
+
+
 def plot(result: dict, path: Path) -> None:
     with png_figure(path, dpi=100, figsize=(6, 4)) as (fig, ax):
         for mode in dict.fromkeys(p["mode"] for p in result["points"]):
             points = [p for p in result["points"] if p["mode"] == mode]
             users = [p["users"] for p in points]
-            ax.plot(users, [p["user_steps_per_sec"] for p in points], "o-", label=f"{mode} (wall)")
+            name = PATH_NAMES[mode]
+            ax.plot(users, [p["user_steps_per_sec"] for p in points], "o-", label=f"{name} (wall)")
             ax.plot(users, [p["cpu_user_steps_per_sec"] for p in points], "x--",
-                    label=f"{mode} (per CPU-second)")
-        ax.axhline(result["goal_user_steps_per_sec"], color="grey", linestyle=":", label="goal")
+                    label=f"{name} (per CPU-second)")
+        ax.axhline(result["goal_user_steps_per_sec"], color="grey", linestyle=":",
+                   label=f"goal: {result['goal_user_steps_per_sec']:,}")
         ax.set(xscale="log", yscale="log", xlabel="active users storing at once",
                ylabel="user-steps / s", title=f"{result['workers']} engine workers")
         ax.legend(fontsize=8)
