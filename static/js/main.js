@@ -78,7 +78,7 @@ function setActivity(state) {
 
 async function refreshNetwork() {
   try {
-    network.setStats(await request("GET", "/api/network"));
+    await network.fetchStats();
   } catch (error) {
     console.warn("network stats:", error.message);
   }

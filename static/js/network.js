@@ -1,6 +1,7 @@
 // The live network view: a scrolling spike raster, E and I firing rates over the same time axis,
 // and the E->E weight histogram. Frames are queued as they arrive and painted once per animation
 // frame; when the tab falls behind (or is hidden) the oldest queued frames are dropped.
+import { request } from "./api.js";
 import { $, h } from "./dom.js";
 import { decodeSpikes, excitatoryCount, firedUnits, rates } from "./spikes.js";
 
@@ -60,6 +61,7 @@ export class NetworkView {
     this.dropped = 0; // frames dropped because the page fell behind
     this.dirty = true;
     this.lastStats = null;
+    this.statsShown = 0; // payloads shown so far
     this.frameRequested = false;
     new ResizeObserver(() => this.invalidate()).observe(this.raster);
     new ResizeObserver(() => this.drawHistogram()).observe(this.histogram);
@@ -82,9 +84,19 @@ export class NetworkView {
     this.invalidate();
   }
 
-  /** Show a `stats` payload (also the answer of GET /api/network). */
+  /** Ask the server for the stats and show them, unless an event brought newer ones while
+   * the answer was on its way (it was computed before them: showing it would put an older
+   * count back, and the panel would wait for the next turn). */
+  async fetchStats() {
+    const shownBefore = this.statsShown;
+    const stats = await request("GET", "/api/network");
+    if (this.statsShown === shownBefore) this.setStats(stats);
+  }
+
+  /** Show a `stats` payload (an event, or the answer of GET /api/network: see fetchStats). */
   setStats(stats) {
     if (!stats) return;
+    this.statsShown += 1;
     this.lastStats = stats;
     this.neuronsE = stats.neurons_e ?? this.neuronsE;
     const pct = (x) => (typeof x === "number" ? (100 * x).toFixed(1) + " %" : "–");

@@ -247,3 +247,22 @@ def test_changing_conversation_while_a_reply_is_written_says_why_it_waits(
     expect(page.get_by_role("alert")).to_have_count(0)
     page.get_by_role("button", name="An earlier conversation").click()
     expect(page.locator(".message.user .text")).to_have_text(["An earlier conversation"])
+
+
+def test_network_stats_that_arrive_late_do_not_replace_newer_ones(page: Page, live_server) -> None:
+    """The page asks GET /api/network when it loads, and each turn's `stats` event follows.
+    An answer computed before a turn but delivered after its event (a busy worker, a slow
+    link) must not put the older count back: the page then waited for ever for a newer one."""
+    ui.register(page, live_server.url, "latecomer")
+    ui.send(page, "My bike is green.")
+    before_the_turn = page.request.get(f"{live_server.url}/api/network").json()
+    held = []
+    page.route("**/api/network", lambda route: held.append(route))
+    page.reload()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    ui.send(page, "My bike has three gears.")
+    newer = ui.memories(page)
+    assert newer > before_the_turn["episodes"]
+    held[0].fulfill(json=before_the_turn)  # the answer of the boot's request, late
+    page.wait_for_timeout(300)
+    assert ui.memories(page) == newer
