@@ -81,6 +81,21 @@ def test_the_only_admin_of_other_accounts_cannot_be_deleted(store):
     assert store.count_users() == 0
 
 
+def test_admin_is_given_and_taken_but_never_from_the_only_admin(store):
+    root = store.create_user("root", "hash", is_admin=True)
+    with pytest.raises(LastAdminError):
+        store.set_admin(root, False)  # even alone: the account would stay with no admin
+    other = store.create_user("other", "hash")
+    assert store.set_admin(other, True) and store.get_user_by_id(other)["is_admin"]
+    assert store.set_admin(root, False) and not store.get_user_by_id(root)["is_admin"]
+    with pytest.raises(LastAdminError):
+        store.set_admin(other, False)
+    assert store.get_user_by_id(other)["is_admin"]
+    assert store.set_admin(other, True)  # already admin: nothing to refuse
+    assert store.set_admin(other + 100, True) is False
+    assert [u["is_admin"] for u in store.list_users()] == [False, True]
+
+
 def test_a_password_change_keeps_this_session_and_ends_the_others(store):
     user, other = store.create_user("ada", "old-hash"), store.create_user("bob", "hash")
     for token in ("here", "phone", "stolen"):

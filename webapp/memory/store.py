@@ -281,7 +281,7 @@ class IndexRead:
 
 
 class LastAdminError(ValueError):
-    """Deleting this account would leave the other accounts without an admin."""
+    """Deleting this account, or taking its admin role, would leave no admin."""
 
 
 def _is_last_admin(conn: sqlite3.Connection, user_id: int) -> bool:
@@ -530,6 +530,22 @@ class Store:
         would leave them without one; a server with no accounts left gets its admin from
         the next sign-up)."""
         return _is_last_admin(self._connection(), user_id)
+
+    def set_admin(self, user_id: int, is_admin: bool) -> bool:
+        """Make the user an admin, or take it back; False when there is no such user.
+        Raises LastAdminError (nothing changed) when taking it from the only admin: unlike
+        a deletion, which may empty the server, the account stays and must not be left
+        without an admin, even alone."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT is_admin FROM users WHERE id = ?", (user_id,)).fetchone()
+            if row is None:
+                return False
+            admins = conn.execute("SELECT COUNT(*) FROM users WHERE is_admin").fetchone()[0]
+            if row[0] and not is_admin and admins == 1:
+                raise LastAdminError("The only admin cannot stop being admin; make another "
+                                     "account admin first.")
+            conn.execute("UPDATE users SET is_admin = ? WHERE id = ?", (int(is_admin), user_id))
+        return True
 
     def delete_user(self, user_id: int) -> bool:
         """Delete an account and everything of it (episodes, index, totals, messages,
