@@ -1,5 +1,6 @@
 """The logged-in user's own account: change the password, or delete the account and all
-its data. Both ask for the current password again.
+its data. Both ask for the current password again. The admin deletes other accounts the
+same way (`remove_account`, used by admin.py).
 
 A password change keeps the session it was made in and ends every other session of the
 user (a thief's copy of a cookie stops working), closing their sockets. Deleting the
@@ -27,7 +28,8 @@ DELETE_TIMEOUT_SECONDS = 600.0  # a large memory's rows take a while to delete
 logins_revoked = Namespace().signal("logins-revoked")
 
 
-def _password(name: str) -> str:
+def password_field(name: str) -> str:
+    """The password the request's JSON body gives under `name` (400 when missing)."""
     body = request.get_json(silent=True)
     value = body.get(name) if isinstance(body, dict) else None
     if not isinstance(value, str):
@@ -37,7 +39,7 @@ def _password(name: str) -> str:
 
 @bp.post("/password")
 def change_password():
-    current, new = _password("current_password"), _password("new_password")
+    current, new = password_field("current_password"), password_field("new_password")
     auth.confirm_password(g.user, current)
     auth.check_new_password(new)
     ended = services().store.change_password(g.user["id"], auth.hash_password(new),
@@ -47,14 +49,24 @@ def change_password():
     return jsonify({"ok": True, "sessions_ended": len(ended)})
 
 
+def remove_account(user_id: int) -> bool:
+    """Delete an account and all its data in its engine worker (op `delete_account`; its
+    login sessions go with its rows), then close every socket of the user. False when
+    there was no such account; EngineError `last_admin` when it is the only admin of
+    other accounts."""
+    deleted = services().engine.call(user_id, "delete_account",
+                                     timeout=DELETE_TIMEOUT_SECONDS)["deleted"]
+    logins_revoked.send(current_app._get_current_object(), user_id=user_id, token_hashes=None)
+    return deleted
+
+
 @bp.delete("")
 def delete_account():
-    auth.confirm_password(g.user, _password("password"))
+    auth.confirm_password(g.user, password_field("password"))
     user_id = g.user["id"]
     if services().store.is_last_admin(user_id):  # checked again in the deletion itself
         raise ApiError(409, "last_admin", "You are the only admin while other accounts "
                        "exist; another account must be made admin first.")
-    services().engine.call(user_id, "delete_account", timeout=DELETE_TIMEOUT_SECONDS)
-    logins_revoked.send(current_app._get_current_object(), user_id=user_id, token_hashes=None)
+    remove_account(user_id)
     session.clear()
     return jsonify({"deleted": True})
