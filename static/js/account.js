@@ -12,7 +12,7 @@ export function takeNotice() {
 }
 
 /** Run `action` with the form's buttons disabled; its error is said in `alert`. */
-async function busy(form, alert, action) {
+export async function busy(form, alert, action) {
   say(alert, "");
   form.setAttribute("aria-busy", "true");
   for (const button of form.querySelectorAll("button")) button.disabled = true;

@@ -100,7 +100,7 @@ function start(user) {
   $("#app").hidden = false;
   $("#user-name").textContent = user.username;
   if (user.is_admin) {
-    adminView = new AdminView(document);
+    adminView = new AdminView(document, user);
     $("#user-admin").hidden = false;
     $("[role=tab][data-view=admin]").hidden = false;
   }

@@ -1,6 +1,7 @@
-"""The admin in the browser: who is admin, the sign-up switch and the accounts, what the
-sign-in screen says when sign-up is closed, and a chat sent while the server stops. Headless
-Chromium against the real server, with the browser, page and helpers of test_browser.py."""
+"""The admin in the browser: who is admin, the sign-up switch and the accounts, another
+account made admin and back and deleted after a confirmation, what the sign-in screen says
+when sign-up is closed, and a chat sent while the server stops. Headless Chromium against
+the real server, with the browser, page and helpers of test_browser.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.support.fake_nim import FakeNIM
 from tests.web import test_browser as ui
-from tests.web.conftest import start_server, stop_server
+from tests.web.conftest import register, start_server, stop_server
 from tests.web.test_engine_restart import wait_until
 
 pytestmark = pytest.mark.browser
@@ -71,6 +72,58 @@ def test_the_admin_closes_sign_up_and_the_sign_in_screen_says_so(
     expect(page.locator("#admin-users tr").last).to_contain_text("guest")
     expect(page.locator("#admin-users tr").last).to_contain_text("user")
     ui.shoot(page, "admin.png")
+
+
+def test_the_admin_makes_a_colleague_admin_and_back_then_deletes_them_after_confirming(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with FakeNIM() as nim:
+        server = start_server(tmp_path, nim)
+        context = browser.new_context(viewport={"width": 1360, "height": 860})
+        errors: list[str] = []
+        try:
+            page = context.new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            ui.register(page, server.url, "chief")  # the first account: the admin
+            colleague = register(server.url, "colleague")
+            page.get_by_role("tab", name="Admin").click()
+            rows = page.locator("#admin-users tr")
+            expect(rows).to_have_count(2)
+            expect(rows.first).to_contain_text("you")
+            expect(rows.first.get_by_role("button")).to_have_count(0)  # no buttons for oneself
+
+            page.get_by_role("button", name="Make admin: colleague").click()
+            expect(page.locator("#admin-status")).to_have_text("colleague is now an admin.")
+            expect(rows.last).to_contain_text("admin")
+            expect(page.get_by_role("button", name="Remove admin: colleague")).to_be_focused()
+            page.keyboard.press("Enter")
+            expect(page.locator("#admin-status")).to_have_text("colleague is no longer an admin.")
+            expect(page.get_by_role("button", name="Make admin: colleague")).to_be_focused()
+
+            page.get_by_role("button", name="Delete colleague").click()
+            dialog = page.get_by_role("dialog", name="Delete colleague's account?")
+            expect(dialog).to_contain_text("This permanently deletes the account colleague")
+            password = dialog.get_by_label("Your password")
+            expect(password).to_be_focused()
+            password.fill("not my password")
+            confirm = dialog.get_by_role("button", name="Delete colleague and all its data")
+            confirm.click()
+            expect(dialog.get_by_role("alert")).to_have_text("That is not your current password.")
+            expect(rows).to_have_count(2)
+            assert colleague.get(server.url + "/api/auth/me", timeout=10).status_code == 200
+
+            password.fill(ui.PASSWORD)
+            confirm.click()
+            expect(dialog).to_be_hidden()
+            expect(page.locator("#admin-status")).to_have_text(
+                "colleague's account and all its data were deleted.")
+            expect(rows).to_have_count(1)
+            expect(page.get_by_role("heading", name="Accounts")).to_be_focused()
+            assert colleague.get(server.url + "/api/auth/me", timeout=10).status_code == 401
+        finally:
+            context.close()
+            stop_server(server)
+        assert errors == [], f"uncaught errors in the page: {errors}"
 
 
 def test_sign_up_set_by_the_server_configuration_is_shown_read_only(
