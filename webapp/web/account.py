@@ -1,5 +1,5 @@
 """The logged-in user's own account: change the password, or delete the account and all
-its data. Both ask for the current password again. The admin deletes other accounts the
+its data. Both ask for the current password again. An admin deletes other accounts the
 same way (`remove_account`, used by admin.py).
 
 A password change keeps the session it was made in and ends every other session of the
