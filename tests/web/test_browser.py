@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from tests.support.fake_nim import FakeNIM
+from tests.web.conftest import start_server, stop_server
+from webapp.bench.liveserver import ServerProcess
 from webapp.engine.frames import encode_frame
 
 pytestmark = pytest.mark.browser
@@ -27,6 +32,7 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery"
 REPLY_WAIT_MS = 20_000
+DESKTOP = {"width": 1360, "height": 860}
 SCREENSHOTS = os.environ.get("SORNMEMORY_UI_SCREENSHOTS")
 expect.set_options(timeout=REPLY_WAIT_MS)  # a 2-core CI machine may be busy: wait generously
 
@@ -56,10 +62,25 @@ def browser() -> Browser:
         browser.close()
 
 
+@contextmanager
+def own_server(browser: Browser, tmp_path: Path, viewport: dict | None = None, **env
+               ) -> Iterator[tuple[ServerProcess, BrowserContext, FakeNIM]]:
+    """A server of the test's own (its own settings, or one the test stops) and a browser
+    context on it; the context closes first (its sockets hang up), then the server."""
+    with FakeNIM() as nim:
+        server = start_server(tmp_path, nim, **env)
+        context = browser.new_context(viewport=viewport or DESKTOP)
+        try:
+            yield server, context, nim
+        finally:
+            context.close()
+            stop_server(server)
+
+
 @pytest.fixture
 def page(browser: Browser, live_server) -> Page:
     """A fresh browser context; closed before the server stops (its sockets hang up first)."""
-    context = browser.new_context(viewport={"width": 1360, "height": 860})
+    context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
     page.set_default_timeout(REPLY_WAIT_MS)
     errors: list[str] = []
