@@ -176,6 +176,33 @@ def test_two_regenerates_of_one_reply_start_one_turn(world, user):
             work()
 
 
+def test_a_regenerate_of_a_reply_being_saved_is_answered_at_once_and_can_be_stopped(
+        world, user):
+    """Sent from inside the turn's `done` (its episodes cannot be stored before it returns),
+    the regenerate must not wait for that turn: it is acknowledged, and a stop before its
+    turn starts makes that turn end at once, stopped, without asking the LLM."""
+    store, pool, nim, _, events = world
+    answers: list = []
+
+    def emit(user_id, event, payload):
+        events(user_id, event, payload)
+        if event == "done" and not answers:
+            answers.append(turns.regenerate(user_id, {"message_id": payload["message_id"]}))
+            answers.append(turns.stop(user_id, {"message_id": payload["message_id"]}))
+
+    turns = ChatTurn(store, pool, NIMClient(base_url=nim.base_url, api_key="nvapi-test"), emit)
+    ack = run_turn(turns, user, {"conversation_id": None, "text": "Name a river."})
+    (again, work), stopped = answers
+    assert again["ok"] and again["message_id"] == ack["message_id"], again
+    assert stopped == {"ok": True}
+    asked = len(nim.requests)
+    work()
+    assert events.of(user, "done", ack["message_id"])[-1][1] == {
+        "message_id": ack["message_id"], "text": "", "status": "stopped"}
+    assert len(nim.requests) == asked
+    assert store.get_message(user, ack["message_id"])["status"] == "stopped"
+
+
 def test_stop_ends_the_stream_and_keeps_the_partial_text(world, user):
     store, _, nim, turns, events = world
     nim.mode, nim.drip_interval = "drip", 0.1

@@ -3,13 +3,19 @@ turn relayed to FakeNIM, stop, LLM failures, spike frames and payload validation
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import requests
 import socketio
 
 from tests.web.conftest import UserSocket, connected_user, register
+from tests.web.test_engine_restart import engine_pids
 from webapp.engine.frames import decode_frame
+from webapp.web.app import STORE_THREADS
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +175,53 @@ def test_the_page_and_health_are_served(live_server):
     page = requests.get(live_server.url + "/", timeout=10)
     assert page.status_code == 200 and "<html" in page.text.lower()
     assert requests.get(live_server.url + "/healthz", timeout=10).json()["status"] == "ok"
+
+
+def test_regenerates_waiting_for_a_reply_to_be_saved_hold_up_no_other_users_events(
+        live_server):
+    """A reply stopped while its engine is slow stays "being saved" (its episodes not yet
+    stored). More regenerates of it than the server has store threads (STORE_THREADS) are
+    all answered at once (one starts, the others are `busy`), and another user's chat is
+    acknowledged while the engine is still held: no event waits on another turn."""
+    nim = live_server.nim
+    nim.mode, nim.drip_interval = "drip", 0.1
+    nim.reply = " ".join(f"step{i}" for i in range(60))
+    with connected_user(live_server.url, "clicker") as (session, sock), \
+            connected_user(live_server.url, "bystander") as (_, other):
+        ack = sock.call("chat", {"conversation_id": None, "text": "Explain tides slowly."})
+        reply_id = ack["message_id"]
+        sock.wait_for("token", lambda p: p["message_id"] == reply_id)  # recalled already
+        engines = engine_pids(live_server.process.pid)
+        answers: list[dict] = []
+        try:
+            for pid in engines:  # the engines answer nothing: the reply's episodes wait
+                os.kill(pid, signal.SIGSTOP)
+            assert sock.call("stop", {"message_id": reply_id}) == {"ok": True}
+            stopped = sock.wait_for("done", lambda p: p["message_id"] == reply_id)
+            nim.mode, nim.reply = "ok", "Tides follow the moon."
+            for _ in range(STORE_THREADS + 4):
+                sock.client.emit("regenerate", {"message_id": reply_id},
+                                 callback=answers.append)
+            time.sleep(0.5)  # they reach the server before the other user's chat
+            try:
+                other_ack = other.call("chat", {"conversation_id": None, "text": "Hello."},
+                                       timeout=5)
+            except socketio.exceptions.TimeoutError:
+                pytest.fail("another user's chat was held up by regenerates waiting")
+            assert other_ack["ok"], other_ack
+            # Ordering: every regenerate was answered before the engines came back.
+            assert len(answers) == STORE_THREADS + 4
+        finally:
+            for pid in engines:
+                os.kill(pid, signal.SIGCONT)
+        codes = sorted("ok" if a["ok"] else a["error"]["code"] for a in answers)
+        assert codes == ["busy"] * (STORE_THREADS + 3) + ["ok"]
+        done = sock.wait_for("done", lambda p: p["message_id"] == reply_id
+                             and p["text"] == "Tides follow the moon.", timeout=30)
+        assert done["status"] == "complete"
+        other.wait_for("done", lambda p: p["message_id"] == other_ack["message_id"])
+        # The regenerate waited for the stopped reply's episodes: that reply was forgotten.
+        sock.wait_for("stats", lambda _: sock.named("done")[-1] is done, timeout=30)
+        texts = [e["text"] for e in session.get(live_server.url + "/api/memory/export",
+                                                timeout=30).json()["episodes"]]
+        assert stopped["text"] not in texts and "Tides follow the moon." in texts

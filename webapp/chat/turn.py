@@ -38,12 +38,13 @@ MAX_ID_CHARS = 64
 MAX_ACTIVE_PER_USER = 3
 RECALL_K = 8
 PERSIST_EVERY_SECONDS = 1.0  # how often a streaming reply is written to the store
-FINISHING_WAIT_SECONDS = 10.0  # a regenerate waits this long for the turn before to end
+FINISHING_WAIT_SECONDS = 10.0  # a regenerate's turn waits this long for the turn before to end
 INTERRUPTED = {"code": "interrupted",
                "message": "The server stopped while writing this reply; regenerate it."}
 # Why a complete reply ended early, kept in its meta and its `done` event as "finish" (the
 # UI marks it): "length" is the token limit (max_tokens), the reply is cut mid-way.
 MARKED_FINISHES = ("length", "content_filter")
+INTERNAL_ERROR = {"code": "internal", "message": "Something went wrong on the server."}
 STORAGE_UNAVAILABLE = {"code": "storage_unavailable",
                        "message": "The server cannot save anything right now (its disk is full "
                                   "or read-only); please try again later."}
@@ -100,7 +101,8 @@ class ChatTurn:
         self.recall_k = recall_k
         self._active: dict[str, tuple[int, threading.Event]] = {}  # reply id -> (user, cancel)
         self._finishing: set[str] = set()  # replies written, their episodes still being stored
-        self._claimed: set[str] = set()  # replies a regenerate has taken, its turn not yet started
+        # replies a regenerate has taken, its turn not yet started -> (user, cancel)
+        self._claimed: dict[str, tuple[int, threading.Event]] = {}
         self._remembering: set[str] = set()  # messages being stored as episodes right now
         self._recovered: set[int] = set()  # users whose unsaved messages were looked for
         self._starting: Counter[int] = Counter()  # user -> replies written, not yet registered
@@ -129,8 +131,8 @@ class ChatTurn:
                     "add_messages", user_id, conversation_id, exchange, title=_title(text))
                 return conversation, asked_id, answer_id
 
-            (conversation_id, user_message_id, reply_id), cancel = self._start_reply(
-                user_id, write)
+            cancel = threading.Event()
+            conversation_id, user_message_id, reply_id = self._start_reply(user_id, write, cancel)
         except TurnInputError as exc:
             return ack_error(exc.code, str(exc)), None
         ack = {"ok": True, "conversation_id": conversation_id, "message_id": reply_id,
@@ -138,55 +140,90 @@ class ChatTurn:
         return ack, partial(self._run, user_id, conversation_id, user_message_id, reply_id, cancel)
 
     def regenerate(self, user_id: int, payload: Any) -> tuple[dict, Work | None]:
-        """A new reply to the user message before `message_id`, written into the same message."""
+        """A new reply to the user message before `message_id`, written into the same message.
+
+        A reply whose text is written but whose episodes are still being stored (a regenerate
+        clicked right after a stop) is acknowledged at once, and its turn waits for the turn
+        before on the turn's own thread: an event handler never waits for another turn (the
+        web layer's few store threads would all be held by a few clicks)."""
         try:
             reply_id = _field(payload, "message_id")
             reply = self.store.get_message(user_id, reply_id)
             if reply is None or reply["role"] != "assistant":
                 raise TurnInputError("not_found", "No such reply.")
-        except TurnInputError as exc:
-            return ack_error(exc.code, str(exc)), None
-        if not self._claim(reply_id, FINISHING_WAIT_SECONDS):
-            return ack_error("busy", "That reply is still being written."), None
-        try:
-            return self._regenerate_claimed(user_id, reply_id, reply["conversation_id"])
-        finally:  # the turn, if one started, holds the reply in _active by now
-            with self._lock:
-                self._claimed.discard(reply_id)
-
-    def _regenerate_claimed(self, user_id: int, reply_id: str, conversation_id: str
-                            ) -> tuple[dict, Work | None]:
-        """regenerate, once no other turn works on the reply: the conversation is read now,
-        as the turn before may have stored the reply as an episode meanwhile."""
-        try:
-            self._check_capacity(user_id)
-            messages = self.store.list_messages(user_id, conversation_id)
-            index = next((i for i, m in enumerate(messages) if m["id"] == reply_id), None)
-            asked = [] if index is None else [m for m in messages[:index] if m["role"] == "user"]
+            conversation_id = reply["conversation_id"]
+            messages = self.store.list_messages(user_id, conversation_id, meta=False)
+            index = next((i for i, m in enumerate(messages) if m["id"] == reply_id), 0)
+            asked = [m["id"] for m in messages[:index] if m["role"] == "user"]
             if not asked:
                 raise TurnInputError("not_found", "That reply answers no message.")
-            old_episode = (messages[index]["meta"] or {}).get("episode_id")
-
-            def reset() -> tuple[str, str, str]:
-                self._persist("update_message", user_id, reply_id, text="",
-                              status="streaming", meta={})
-                return conversation_id, asked[-1]["id"], reply_id
-
-            _, cancel = self._start_reply(user_id, reset)
+            self._check_capacity(user_id)
+            cancel, behind = self._claim(user_id, reply_id)
         except TurnInputError as exc:
             return ack_error(exc.code, str(exc)), None
         ack = {"ok": True, "conversation_id": conversation_id, "message_id": reply_id,
-               "user_message_id": asked[-1]["id"]}
-        return ack, partial(self._run, user_id, conversation_id, asked[-1]["id"],
-                            reply_id, cancel, regenerating=True, forget_episode=old_episode)
+               "user_message_id": asked[-1]}
+        start = partial(self._restart_reply, user_id, conversation_id, asked[-1], reply_id,
+                        cancel)
+        if behind:
+            return ack, partial(self._regenerate_behind, user_id, reply_id, start)
+        try:
+            return ack, start()
+        except TurnInputError as exc:
+            return ack_error(exc.code, str(exc)), None
+        finally:  # the turn, if one started, holds the reply in _active by now
+            self._unclaim(reply_id)
+
+    def _regenerate_behind(self, user_id: int, reply_id: str, start: Callable[[], Work]
+                           ) -> None:
+        """A regenerate's turn, once the turn before has stored the reply's episodes; if it
+        does not end in time, or the reply cannot be reset, the user hears why in an `error`
+        (the reply stays as it was)."""
+        try:
+            with self._lock:
+                if not self._finished.wait_for(lambda: reply_id not in self._finishing,
+                                               FINISHING_WAIT_SECONDS):
+                    raise TurnInputError("busy", "That reply is still being saved; "
+                                                 "try again in a moment.")
+            work = start()
+        except Exception as exc:
+            if isinstance(exc, TurnInputError):
+                error = {"code": exc.code, "message": str(exc)}
+            else:
+                log.exception("starting a regenerated reply failed")
+                error = INTERNAL_ERROR
+            self.emit(user_id, "error", {"message_id": reply_id, **error})
+            return
+        finally:
+            self._unclaim(reply_id)
+        work()
+
+    def _restart_reply(self, user_id: int, conversation_id: str, asked_id: str, reply_id: str,
+                       cancel: threading.Event) -> Work:
+        """Empty the claimed reply and register its new turn; the work that runs it. The
+        reply's episode is read now: the turn before may have stored it meanwhile."""
+        reply = self.store.get_message(user_id, reply_id)
+        if reply is None:
+            raise TurnInputError("not_found", "No such reply.")
+        old_episode = (reply["meta"] or {}).get("episode_id")
+
+        def reset() -> tuple[str, str, str]:
+            self._persist("update_message", user_id, reply_id, text="", status="streaming",
+                          meta={})
+            return conversation_id, asked_id, reply_id
+
+        self._start_reply(user_id, reset, cancel)
+        return partial(self._run, user_id, conversation_id, asked_id, reply_id, cancel,
+                       regenerating=True, forget_episode=old_episode)
 
     def stop(self, user_id: int, payload: Any) -> dict:
         try:
             reply_id = _field(payload, "message_id")
         except TurnInputError as exc:
             return ack_error(exc.code, str(exc))
-        with self._lock:
-            owner, cancel = self._active.get(reply_id, (None, None))
+        with self._lock:  # a claimed reply's turn starts stopped
+            owner, cancel = self._active.get(reply_id) or self._claimed.get(reply_id,
+                                                                            (None, None))
         if owner != user_id:  # another user's id reads exactly like an unknown one
             return ack_error("not_active", "That reply is not being written.")
         cancel.set()
@@ -230,18 +267,19 @@ class ChatTurn:
 
     def _check_capacity(self, user_id: int) -> None:
         with self._lock:
-            active = sum(owner == user_id for owner, _ in self._active.values())
+            active = sum(owner == user_id for owner, _ in (*self._active.values(),
+                                                           *self._claimed.values()))
         if active >= MAX_ACTIVE_PER_USER:
             raise TurnInputError("busy", "Too many replies are being written; wait for one.")
 
-    def _start_reply(self, user_id: int, write: Callable[[], tuple[str, str, str]]
-                     ) -> tuple[tuple[str, str, str], threading.Event]:
+    def _start_reply(self, user_id: int, write: Callable[[], tuple[str, str, str]],
+                     cancel: threading.Event) -> tuple[str, str, str]:
         """Write a reply as "streaming" and register it, so that no reader can see it
         streaming and unregistered (and take it for an interrupted one): while the write
         runs, the user counts as `_starting`, and `settle_interrupted` waits for that to end.
         The lock is not held during the write, so other turns' bookkeeping goes on meanwhile.
-        `write` returns the ids (conversation, the message answered, the reply)."""
-        cancel = threading.Event()
+        `write` returns the ids (conversation, the message answered, the reply); `cancel`
+        is the turn's stop."""
         ids = None
         with self._lock:
             self._starting[user_id] += 1
@@ -255,7 +293,7 @@ class ChatTurn:
                 if not self._starting[user_id]:
                     del self._starting[user_id]
                     self._registered.notify_all()
-        return ids, cancel
+        return ids
 
     def settle_interrupted(self, user_id: int, messages: list[dict]) -> list[dict]:
         """Replies still "streaming" that no turn is writing were cut off when a server
@@ -272,21 +310,20 @@ class ChatTurn:
             message.update(status="error", meta=meta)
         return messages
 
-    def _claim(self, reply_id: str, timeout: float) -> bool:
-        """Take the reply for one regenerate; False while a turn streams into it or another
-        regenerate holds it. A reply whose text is written but whose episodes are still
-        being stored (a regenerate clicked right after a stop) is waited for, up to
-        `timeout` seconds."""
-        deadline = time.monotonic() + timeout
+    def _claim(self, user_id: int, reply_id: str) -> tuple[threading.Event, bool]:
+        """Take the reply for one regenerate, refused (busy) while a turn streams into it or
+        another regenerate holds it: (its turn's stop, whether the turn before is still
+        storing the reply's episodes, so that the new turn must wait for it)."""
         with self._lock:
-            while reply_id in self._finishing:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._finished.wait(left):
-                    return False
             if reply_id in self._active or reply_id in self._claimed:
-                return False
-            self._claimed.add(reply_id)
-            return True
+                raise TurnInputError("busy", "That reply is still being written.")
+            cancel = threading.Event()
+            self._claimed[reply_id] = (user_id, cancel)
+            return cancel, reply_id in self._finishing
+
+    def _unclaim(self, reply_id: str) -> None:
+        with self._lock:
+            self._claimed.pop(reply_id, None)
 
     def _finish(self, reply_id: str) -> None:
         """The reply is written: it no longer counts against the user's replies in flight."""
@@ -307,8 +344,7 @@ class ChatTurn:
             with self._lock:
                 written = reply_id in self._finishing  # its final status is already stored
             if not written:
-                error = STORAGE_UNAVAILABLE if isinstance(exc, sqlite3.Error) else {
-                    "code": "internal", "message": "Something went wrong on the server."}
+                error = STORAGE_UNAVAILABLE if isinstance(exc, sqlite3.Error) else INTERNAL_ERROR
                 self._quietly(self._write, "update_message", user_id, reply_id, status="error",
                               meta={"error": error})
                 self.emit(user_id, "error", {"message_id": reply_id, **error})
