@@ -52,20 +52,29 @@ def export_of(texts: list[str]) -> dict:
                          for i, t in enumerate(texts)]}
 
 
+def user_with_secrets(server, name: str, sentinel: str
+                      ) -> tuple[requests.Session, int, UserSocket]:
+    """A user whose chat and 40 imported notes hold `sentinel`, already in the database
+    file and in a network snapshot (housekeeping wrote one): what a deletion must remove."""
+    session = register(server.url, name)
+    socket = UserSocket(server.url, session)
+    socket.chat(f"My secret password hint is {sentinel}.", timeout=60)
+    notes = [f"{sentinel} diary entry {i}: " + "rain again " * 20 for i in range(40)]
+    imported = session.post(f"{server.url}/api/memory/import", json=export_of(notes),
+                            timeout=60)
+    assert imported.json()["imported"] == 40
+    found_id = user_id(session, server.url)
+    wait_until(lambda: snapshots(server.data_dir, found_id))
+    assert sentinel.encode() in raw_database(server.data_dir)
+    return session, found_id, socket
+
+
 def test_deleting_an_account_leaves_nothing_of_it_and_frees_the_name(server):
     url, data = server.url, server.data_dir
     stayer = register(url, "stayer")
     stayer_socket = UserSocket(url, stayer)
     stayer_socket.chat("I keep honeybees on the roof.", timeout=60)
-    leaver = register(url, "leaver")
-    leaver_id = user_id(leaver, url)
-    leaver_socket = UserSocket(url, leaver)
-    leaver_socket.chat(f"My secret password hint is {SENTINEL}.", timeout=60)
-    notes = [f"{SENTINEL} diary entry {i}: " + "rain again " * 20 for i in range(40)]
-    imported = leaver.post(f"{url}/api/memory/import", json=export_of(notes), timeout=60)
-    assert imported.json()["imported"] == 40
-    wait_until(lambda: snapshots(data, leaver_id))  # housekeeping snapshots the network
-    assert SENTINEL.encode() in raw_database(data)
+    leaver, leaver_id, leaver_socket = user_with_secrets(server, "leaver", SENTINEL)
 
     wrong = leaver.delete(f"{url}/api/account", json={"password": "not it at all"}, timeout=10)
     assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "wrong_password"

@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from tests.support.fake_nim import FakeNIM
-from tests.web.conftest import PASSWORD, UserSocket, register, start_server, stop_server
-from tests.web.test_account import export_of, raw_database, snapshots, user_id, wait_until
+from tests.web.conftest import PASSWORD, register, start_server, stop_server
+from tests.web.test_account import raw_database, snapshots, user_id, user_with_secrets, wait_until
 
 SENTINEL = "okapimarmalade"  # a word only the deleted user ever wrote
 
@@ -102,15 +102,7 @@ def test_closing_sign_up_refuses_the_next_registration_at_once(server, admin):
 
 def test_the_admin_deletes_another_account_and_everything_of_it(server, admin):
     url, data = server.url, server.data_dir
-    departed = register(url, "departed")
-    departed_id = user_id(departed, url)
-    departed_socket = UserSocket(url, departed)
-    departed_socket.chat(f"My locker code is {SENTINEL}.", timeout=60)
-    notes = [f"{SENTINEL} log {i}: " + "meeting again " * 20 for i in range(40)]
-    imported = departed.post(f"{url}/api/memory/import", json=export_of(notes), timeout=60)
-    assert imported.json()["imported"] == 40
-    wait_until(lambda: snapshots(data, departed_id))  # housekeeping snapshots the network
-    assert SENTINEL.encode() in raw_database(data)
+    departed, departed_id, departed_socket = user_with_secrets(server, "departed", SENTINEL)
     remove = f"{url}/api/admin/users/{departed_id}"
 
     no_password = admin.delete(remove, timeout=10)
