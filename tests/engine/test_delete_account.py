@@ -75,6 +75,7 @@ def test_the_last_admin_of_other_accounts_is_refused_and_keeps_everything(tmp_pa
     reply = call(engines, admin, "delete_account")
     assert not reply["ok"] and reply["error"]["code"] == "last_admin"
     assert store.get_user_by_id(admin) is not None
+    assert snapshots(tmp_path, admin) != []  # refused before its files went
     assert rows_of(tmp_path / "db.sqlite", admin)["episodes"] == 1
     found = call(engines, admin, "recall", query="note")["result"]["recalled"]
     assert found[0]["text"] == "the admin's own note"

@@ -31,7 +31,7 @@ from webapp.engine.frames import encode_frames
 from webapp.engine.heap import release_free_memory
 from webapp.memory import Memory, MemoryInputError, Store, commit_stores, learn_stores
 from webapp.memory.network import EpisodeNetwork, SpikeCallback, remove_snapshots
-from webapp.memory.store import LastAdminError, NewEpisode
+from webapp.memory.store import LAST_ADMIN_DELETION, LastAdminError, NewEpisode
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,10 @@ class Engines:
         loaded memories, and `memory` loads none for a user that is gone), delete its
         network snapshots, then every row of the user (Store.delete_user). Files first: if
         the worker dies in between, the account still exists, its network replays from its
-        episodes, and the deletion can be asked for again."""
+        episodes, and the deletion can be asked for again. So the only admin of other
+        accounts is refused before anything goes (the rows' transaction checks it again)."""
+        if self.store.is_last_admin(user_id):
+            raise LastAdminError(LAST_ADMIN_DELETION)
         self.memories.pop(user_id, None)
         self.last_used.pop(user_id, None)
         self.unconsolidated.discard(user_id)

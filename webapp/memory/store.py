@@ -284,6 +284,10 @@ class LastAdminError(ValueError):
     """Deleting this account, or taking its admin role, would leave no admin."""
 
 
+LAST_ADMIN_DELETION = ("The only admin cannot delete their account while other accounts "
+                       "exist; make another account admin first.")
+
+
 def _is_last_admin(conn: sqlite3.Connection, user_id: int) -> bool:
     admins, users = conn.execute(
         "SELECT SUM(CASE WHEN is_admin THEN 1 ELSE 0 END), COUNT(*) FROM users").fetchone()
@@ -555,8 +559,7 @@ class Store:
         LastAdminError (nothing deleted) when it is the last admin of other users."""
         with self._transaction() as conn:
             if _is_last_admin(conn, user_id):
-                raise LastAdminError("The only admin cannot delete their account while "
-                                     "other accounts exist.")
+                raise LastAdminError(LAST_ADMIN_DELETION)
             for table in ("postings", "memory_traces", "memory_totals", "episodes",
                           "messages", "conversations", "sessions"):
                 conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
