@@ -21,7 +21,7 @@ import socketio as python_socketio
 from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room
 
-from webapp.chat.turn import ack_error
+from webapp.chat.turn import INTERNAL_ERROR, ack_error
 from webapp.web.account import logins_revoked
 from webapp.web.auth import session_ended, session_lifetime, session_token, session_user
 from webapp.web.services import services
@@ -347,6 +347,5 @@ def register_events(app: Flask, socketio: SocketIO) -> None:
         if request.event["message"] == "connect":
             # Refused, not accepted with no room joined (it would never hear a reply): the
             # client tries again.
-            raise ConnectionRefusedError({"code": "internal",
-                                          "message": "Something went wrong on the server."})
-        return ack_error("internal", "Something went wrong on the server.")
+            raise ConnectionRefusedError(INTERNAL_ERROR)
+        return ack_error(**INTERNAL_ERROR)
