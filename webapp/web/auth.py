@@ -47,15 +47,15 @@ class Throttle:
 
     def __init__(self, window_seconds: float = LOGIN_WINDOW_SECONDS):
         self.window_seconds = window_seconds
-        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._events: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()
 
     def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        recent = [t for t in self._failures.get(key, []) if now - t < self.window_seconds]
+        recent = [t for t in self._events.get(key, []) if now - t < self.window_seconds]
         if recent:
-            self._failures[key] = recent
+            self._events[key] = recent
         else:
-            self._failures.pop(key, None)
+            self._events.pop(key, None)
         return recent
 
     def blocked(self, key: tuple[str, str], limit: int) -> bool:
@@ -65,15 +65,15 @@ class Throttle:
     def record(self, key: tuple[str, str]) -> None:
         with self._lock:
             now = time.monotonic()
-            self._failures[key] = [*self._recent(key, now), now]
-            if len(self._failures) > THROTTLE_MAX_KEYS:  # many names guessed: stay bounded
-                for stale in [k for k, times in self._failures.items()
+            self._events[key] = [*self._recent(key, now), now]
+            if len(self._events) > THROTTLE_MAX_KEYS:  # many names guessed: stay bounded
+                for stale in [k for k, times in self._events.items()
                               if now - times[-1] >= self.window_seconds]:
-                    del self._failures[stale]
+                    del self._events[stale]
 
     def succeeded(self, key: tuple[str, str]) -> None:
         with self._lock:
-            self._failures.pop(key, None)
+            self._events.pop(key, None)
 
 
 _throttle = Throttle()
